@@ -1,0 +1,468 @@
+//! The catalog: everything one host runs, rendered and validated before any step runs.
+//!
+//! Compiling a catalog selects the host's roles, merges its data, checks step ids and
+//! their order (`requires` earlier, `notify` later, `changed()` earlier), expands
+//! `for_each`, decides `when` where it can, and renders every field and template.
+//! Invariant: a catalog with any error is never returned, so nothing of a commit that
+//! fails to render can be applied.
+
+use std::collections::{HashMap, HashSet};
+
+use handlebars::Context;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::diag::{Diagnostic, Diagnostics, Pos, closest};
+use crate::facts::Facts;
+use crate::render::describe;
+use crate::state_repo::role::{StepDef, When};
+use crate::state_repo::{Selection, StateRepo, data};
+use crate::step::{BuildCtx, FieldValue, Rendered, StepKind};
+
+/// Where the facts come from, which decides what `when` can be evaluated up front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactSource {
+    /// The machine's own facts (`--once`).
+    Real,
+    /// Stand-ins (`check`, offline): a `when` that reads facts is not decided.
+    Placeholder,
+}
+
+/// The rendered desired state of one host.
+#[derive(Debug)]
+pub struct Catalog {
+    pub host: Selection,
+    pub steps: Vec<CatalogStep>,
+}
+
+/// One step (or one `for_each` instance of a step) of a catalog.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogStep {
+    /// The step's id as written.
+    pub id: String,
+    /// The `for_each` instance: an array index or a table key.
+    pub instance: Option<String>,
+    pub role: String,
+    pub file: String,
+    pub line: usize,
+    pub requires: Vec<String>,
+    pub notify: Vec<String>,
+    /// A condition left for run time (it reads `changed()`, or facts during `check`).
+    #[serde(skip)]
+    pub when: Option<When>,
+    /// The rendered step, or `None` when it was skipped while compiling.
+    pub desired: Option<StepKind>,
+    /// Why the step was skipped while compiling.
+    pub skipped: Option<String>,
+}
+
+impl CatalogStep {
+    /// `id`, or `id[instance]` for a `for_each` instance.
+    #[must_use]
+    pub fn name(&self) -> String {
+        match &self.instance {
+            Some(i) => format!("{}[{i}]", self.id),
+            None => self.id.clone(),
+        }
+    }
+}
+
+/// The `host` object of the template context.
+fn host_json(sel: &Selection) -> Value {
+    json!({
+        "name": sel.name,
+        "env": sel.env,
+        "groups": sel.groups,
+        "roles": sel.roles,
+    })
+}
+
+/// The full template context of a host: `data`, `facts`, `host`.
+#[must_use]
+pub fn context(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Value {
+    let data = data::merge(repo.data_layers(sel)).to_json();
+    json!({
+        "data": data,
+        "facts": facts,
+        "host": host_json(sel),
+    })
+}
+
+/// Compiles the catalog of a selected host.
+pub fn compile(
+    repo: &StateRepo,
+    sel: &Selection,
+    facts: &Facts,
+    source: FactSource,
+) -> Result<Catalog, Diagnostics> {
+    let mut errors = Diagnostics::default();
+    let base = context(repo, sel, facts);
+    let base_ctx = Context::wraps(&base).expect("a JSON value always serializes");
+
+    let defs: Vec<&StepDef> = sel
+        .roles
+        .iter()
+        .filter_map(|r| repo.roles.get(r))
+        .flat_map(|r| &r.steps)
+        .collect();
+    check_ids(&defs, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let mut steps = Vec::with_capacity(defs.len());
+    let mut skipped_ids: HashSet<&str> = HashSet::new();
+    for def in defs {
+        let entry = |instance: Option<String>,
+                     desired: Option<StepKind>,
+                     skipped: Option<String>,
+                     when: Option<When>| CatalogStep {
+            id: def.id.clone(),
+            instance,
+            role: def.role.clone(),
+            file: def.file.clone(),
+            line: def.pos.line,
+            requires: def.requires.iter().map(|r| r.id.clone()).collect(),
+            notify: def.notify.iter().map(|r| r.id.clone()).collect(),
+            when,
+            desired,
+            skipped,
+        };
+        if let Some(r) = def
+            .requires
+            .iter()
+            .find(|r| skipped_ids.contains(r.id.as_str()))
+        {
+            // Its fields may use data that exists only when the required step runs.
+            skipped_ids.insert(&def.id);
+            steps.push(entry(
+                None,
+                None,
+                Some(format!("requires `{}`, which is skipped", r.id)),
+                None,
+            ));
+            continue;
+        }
+        let instances = match instances(def, &base) {
+            Ok(i) => i,
+            Err(d) => {
+                errors.push(d);
+                continue;
+            }
+        };
+        let total = instances.len();
+        let mut skipped_here = 0;
+        for (label, item) in instances {
+            let owned;
+            let (ctx_json, ctx) = match &item {
+                None => (&base, &base_ctx),
+                Some(item) => {
+                    let mut v = base.clone();
+                    v["item"] = item.clone();
+                    owned = (
+                        Context::wraps(&v).expect("a JSON value always serializes"),
+                        v,
+                    );
+                    (&owned.1, &owned.0)
+                }
+            };
+            let mut when_left = None;
+            if let Some(w) = &def.when {
+                match decide(w, ctx_json, source) {
+                    Ok(Some(false)) => {
+                        skipped_here += 1;
+                        steps.push(entry(
+                            label,
+                            None,
+                            Some(format!("when `{}` is false", w.expr.source())),
+                            None,
+                        ));
+                        continue;
+                    }
+                    Ok(Some(true)) => {}
+                    Ok(None) => when_left = Some(w.clone()),
+                    Err(e) => {
+                        errors.push(
+                            Diagnostic::new(
+                                &def.file,
+                                Some(w.at(e.column)),
+                                format!("`when` of step `{}`: {}", def.id, e.message),
+                            )
+                            .hint(e.hint.unwrap_or_else(|| {
+                                "see the `when` grammar in docs/state-repo.md".to_owned()
+                            })),
+                        );
+                        continue;
+                    }
+                }
+            }
+            match render_step(repo, def, ctx, ctx_json) {
+                Ok(kind) => steps.push(entry(label, Some(kind), None, when_left)),
+                Err(d) => errors.push(d),
+            }
+        }
+        if total > 0 && skipped_here == total {
+            skipped_ids.insert(&def.id);
+        }
+    }
+    if errors.is_empty() {
+        Ok(Catalog {
+            host: sel.clone(),
+            steps,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Unique ids; `requires` and `changed()` name earlier steps, `notify` later ones.
+fn check_ids(defs: &[&StepDef], errors: &mut Diagnostics) {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, def) in defs.iter().enumerate() {
+        if let Some(&first) = index.get(def.id.as_str()) {
+            let f = defs[first];
+            errors.push(
+                Diagnostic::new(
+                    &def.file,
+                    Some(def.id_pos),
+                    format!(
+                        "step id `{}` is used twice: here and at {}:{}",
+                        def.id, f.file, f.id_pos.line
+                    ),
+                )
+                .hint("step ids must be unique across all roles a host runs; rename one of them"),
+            );
+        } else {
+            index.insert(&def.id, i);
+        }
+    }
+    let ids: Vec<&str> = defs.iter().map(|d| d.id.as_str()).collect();
+    let place = |j: usize| format!("{}:{}", defs[j].file, defs[j].pos.line);
+    let unknown = |def: &StepDef, what: &str, id: &str, pos: Pos| {
+        let suggestion = closest(id, ids.iter().copied())
+            .map(|c| format!("did you mean `{c}`? "))
+            .unwrap_or_default();
+        Diagnostic::new(
+            &def.file,
+            Some(pos),
+            format!(
+                "step `{}` {what} `{id}`, which no role of this host defines",
+                def.id
+            ),
+        )
+        .hint(format!("{suggestion}name a step of a role this host runs"))
+    };
+    for (i, def) in defs.iter().enumerate() {
+        for r in &def.requires {
+            match index.get(r.id.as_str()) {
+                None => errors.push(unknown(def, "requires", &r.id, r.pos)),
+                Some(&j) if j >= i => errors.push(
+                    Diagnostic::new(
+                        &def.file,
+                        Some(r.pos),
+                        format!(
+                            "step `{}` requires `{}`, which does not run before it ({})",
+                            def.id,
+                            r.id,
+                            place(j)
+                        ),
+                    )
+                    .hint(format!(
+                        "`requires` names earlier steps: move `{}` before `{}`, or use notify",
+                        r.id, def.id
+                    )),
+                ),
+                Some(_) => {}
+            }
+        }
+        for n in &def.notify {
+            match index.get(n.id.as_str()) {
+                None => errors.push(unknown(def, "notifies", &n.id, n.pos)),
+                Some(&j) if j <= i => errors.push(
+                    Diagnostic::new(
+                        &def.file,
+                        Some(n.pos),
+                        format!(
+                            "step `{}` notifies `{}`, which does not run after it ({})",
+                            def.id,
+                            n.id,
+                            place(j)
+                        ),
+                    )
+                    .hint(format!(
+                        "`notify` names later steps: move `{}` after `{}`",
+                        n.id, def.id
+                    )),
+                ),
+                Some(_) => {}
+            }
+        }
+        if let Some(w) = &def.when {
+            for (id, col) in w.expr.changed_ids() {
+                match index.get(id.as_str()) {
+                    None => errors.push(unknown(def, "asks changed() of", &id, w.at(col))),
+                    Some(&j) if j >= i => errors.push(
+                        Diagnostic::new(&def.file, Some(w.at(col)), format!("step `{}` asks changed('{id}'), but `{id}` does not run before it ({})", def.id, place(j)))
+                            .hint("changed() can only ask about steps that ran earlier"),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The `for_each` instances of a step: `(label, item)`; one unlabelled instance without it.
+/// A `for_each` instance: its label and its `item`.
+type Instance = (Option<String>, Option<Value>);
+
+fn instances(def: &StepDef, ctx: &Value) -> Result<Vec<Instance>, Diagnostic> {
+    let Some(fe) = &def.for_each else {
+        return Ok(vec![(None, None)]);
+    };
+    match data::lookup(ctx, &fe.path) {
+        Some(Value::Array(items)) => Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (Some(i.to_string()), Some(v.clone())))
+            .collect()),
+        Some(Value::Object(map)) => Ok(map
+            .iter()
+            .map(|(k, v)| (Some(k.clone()), Some(json!({"key": k, "value": v}))))
+            .collect()),
+        Some(other) => Err(Diagnostic::new(
+            &def.file,
+            Some(fe.pos),
+            format!(
+                "for_each of step `{}`: `{}` is {other}, not an array or a table",
+                def.id, fe.path
+            ),
+        )
+        .hint("point for_each at an array or a table")),
+        None => Err(Diagnostic::new(
+            &def.file,
+            Some(fe.pos),
+            format!(
+                "for_each of step `{}`: `{}` is not defined for this host",
+                def.id, fe.path
+            ),
+        )
+        .hint("add it to group_data/ or host_data/ (an empty array runs the step for nothing)")),
+    }
+}
+
+/// Evaluates `when` now when its answer cannot change before the step runs.
+fn decide(w: &When, ctx: &Value, source: FactSource) -> Result<Option<bool>, crate::when::Error> {
+    let uses_changed = !w.expr.changed_ids().is_empty();
+    let uses_facts = w
+        .expr
+        .paths()
+        .iter()
+        .any(|(p, _)| p == "facts" || p.starts_with("facts."));
+    let value = w.expr.eval(ctx, &|_| false)?;
+    if uses_changed || (uses_facts && source == FactSource::Placeholder) {
+        // Evaluated only to catch errors; the answer is left for run time.
+        return Ok(None);
+    }
+    Ok(Some(value))
+}
+
+struct StepBuild<'a> {
+    repo: &'a StateRepo,
+    ctx: &'a Context,
+}
+
+impl BuildCtx for StepBuild<'_> {
+    fn static_file_exists(&self, path: &str) -> Result<bool, Diagnostic> {
+        Ok(self
+            .repo
+            .static_files
+            .binary_search_by(|f| f.as_str().cmp(path))
+            .is_ok())
+    }
+
+    fn render_template_file(&self, path: &str) -> Result<String, Diagnostic> {
+        let name = format!("templates/{path}");
+        if !self.repo.renderer.has_template(&name) {
+            return Err(Diagnostic::new("", None, format!("{name} does not exist"))
+                .hint("create the template under templates/ or fix `source`"));
+        }
+        self.repo.renderer.render(&name, self.ctx).map_err(|e| {
+            let (message, hint, at) = describe(&e);
+            Diagnostic::new(
+                &name,
+                at.map(|(line, column)| Pos { line, column }),
+                message,
+            )
+            .hint(hint)
+        })
+    }
+}
+
+fn render_step(
+    repo: &StateRepo,
+    def: &StepDef,
+    ctx: &Context,
+    ctx_json: &Value,
+) -> Result<StepKind, Diagnostic> {
+    let mut values = std::collections::BTreeMap::new();
+    for field in &def.fields {
+        let value =
+            render_value(repo, &field.value, ctx, ctx_json).map_err(|(message, hint, at)| {
+                let pos = match at {
+                    Some((1, col)) => Pos {
+                        line: field.pos.line,
+                        column: field.pos.column + col,
+                    },
+                    Some((line, col)) => Pos {
+                        line: field.pos.line + line - 1,
+                        column: col,
+                    },
+                    None => field.pos,
+                };
+                Diagnostic::new(
+                    &def.file,
+                    Some(pos),
+                    format!("`{}` of step `{}`: {message}", field.key, def.id),
+                )
+                .hint(hint)
+            })?;
+        values.insert(field.key, (value, field.pos));
+    }
+    let rendered = Rendered {
+        file: &def.file,
+        step_pos: def.pos,
+        values,
+    };
+    (def.kind.build)(&rendered, &StepBuild { repo, ctx })
+}
+
+type RenderFailure = (String, String, Option<(usize, usize)>);
+
+fn render_value(
+    repo: &StateRepo,
+    value: &FieldValue,
+    ctx: &Context,
+    ctx_json: &Value,
+) -> Result<Value, RenderFailure> {
+    Ok(match value {
+        FieldValue::Text { text, template: None } => Value::String(text.clone()),
+        FieldValue::Text { template: Some(name), .. } => {
+            Value::String(repo.renderer.render(name, ctx).map_err(|e| describe(&e))?)
+        }
+        FieldValue::List(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| render_value(repo, i, ctx, ctx_json))
+                .collect::<Result<_, _>>()?,
+        ),
+        FieldValue::Data(path) => data::lookup(&ctx_json["data"], path).cloned().ok_or_else(|| {
+            (
+                format!("`data.{path}` is not defined for this host"),
+                "add it to group_data/ or host_data/ (`infra-agent data --hostname H` shows what is defined)".to_owned(),
+                None,
+            )
+        })?,
+        FieldValue::Bool(b) => Value::Bool(*b),
+    })
+}

@@ -1,0 +1,92 @@
+//! Command-line flags and the dispatch from a parsed command line to the command that runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes (Puppet's convention for `--once`; see docs/state-repo.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// `check`: the repository is invalid. Elsewhere: could not run.
+    pub const INVALID: u8 = 1;
+    pub const USAGE: u8 = 64;
+}
+
+/// Pull-based configuration agent: converges this host to the state in a git repository.
+#[derive(Debug, Parser)]
+#[command(name = "infra-agent", version, about, disable_help_subcommand = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Converge once and exit instead of running as a daemon.
+    #[arg(long)]
+    pub once: bool,
+    /// With --once: show what would change, change nothing.
+    #[arg(long, requires = "once")]
+    pub dry_run: bool,
+    /// Run only these steps and what they require.
+    #[arg(long, value_name = "ID", num_args = 1..)]
+    pub only: Vec<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// Agent configuration file.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "/etc/infra-agent/agent.toml"
+    )]
+    pub config: PathBuf,
+    /// State repository directory (read as it is, uncommitted edits included).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Host name to select in the inventory (default: this machine's short hostname).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate and render the repository offline: every host of every inventory by default.
+    Check,
+    /// Print one host's merged data with the file and line each value came from.
+    Data,
+    /// Show the last runs (not available yet).
+    Status,
+    /// Pause converging (not available yet).
+    Disable {
+        /// Why converging is paused; shown by `status`.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resume converging (not available yet).
+    Enable,
+}
+
+/// Parses the command line; usage errors exit 64 (clap's own code would be 2, which
+/// `--once` uses for "changes applied").
+#[must_use]
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(i32::from(exit::USAGE));
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! infra-agent: loads a state repository, renders it for one host and converges that host.
+//!
+//! `main.rs` parses flags and calls [`run`]; everything else lives in the library so
+//! tests drive the same code.
+
+pub mod catalog;
+pub mod check;
+pub mod cli;
+pub mod diag;
+pub mod facts;
+pub mod render;
+pub mod state_repo;
+pub mod step;
+pub mod when;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+
+use cli::{Cli, Command, exit};
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn run(cli: &Cli) -> Result<u8> {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut out = stdout.lock();
+    let mut err = stderr.lock();
+    let repo_dir = || -> Result<PathBuf> {
+        match &cli.common.repo {
+            Some(dir) => Ok(dir.clone()),
+            None => std::env::current_dir().context("cannot read the current directory"),
+        }
+    };
+    let code = match &cli.command {
+        Some(Command::Check) => check::check(
+            &repo_dir()?,
+            cli.common.hostname.as_deref(),
+            cli.common.format,
+            &mut out,
+            &mut err,
+        )?,
+        Some(Command::Data) => {
+            let hostname = match &cli.common.hostname {
+                Some(h) => h.clone(),
+                None => this_hostname()?,
+            };
+            check::data(
+                &repo_dir()?,
+                &hostname,
+                cli.common.format,
+                &mut out,
+                &mut err,
+            )?
+        }
+        Some(Command::Status | Command::Disable { .. } | Command::Enable) => not_yet(
+            &mut err,
+            "status, disable and enable arrive with the daemon (pull from git and run under systemd)",
+        )?,
+        None if cli.once => not_yet(
+            &mut err,
+            "`--once` arrives with the converge engine; today `infra-agent check --repo DIR --hostname H` validates and renders what a host would run",
+        )?,
+        None => not_yet(
+            &mut err,
+            "the daemon arrives with the git pull and systemd release",
+        )?,
+    };
+    out.flush().context("cannot write to standard output")?;
+    Ok(code)
+}
+
+fn not_yet(err: &mut dyn std::io::Write, what: &str) -> Result<u8> {
+    writeln!(err, "error: not implemented yet: {what}")?;
+    writeln!(err, "hint: see README.md for what this release does")?;
+    Ok(exit::INVALID)
+}
+
+/// This machine's host name, as the kernel reports it.
+pub fn this_hostname() -> Result<String> {
+    let name = fs_err::read_to_string("/proc/sys/kernel/hostname")
+        .context("cannot read this machine's hostname; pass --hostname")?;
+    Ok(state_repo::short_name(name.trim()))
+}

@@ -1,0 +1,291 @@
+//! Handlebars as the state repository uses it: strict, no HTML escaping, strict block
+//! helpers, and the helpers `default`, `has`, `join`, `eq`, `ne`.
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, HelperResult, JsonRender, Output, RenderContext,
+    RenderError, RenderErrorReason, Renderable, ScopedJson,
+};
+use serde_json::Value;
+
+/// A registry of compiled templates: template files and the template strings of step fields.
+#[derive(Debug)]
+pub struct Renderer {
+    hb: Handlebars<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Renderer {
+    #[must_use]
+    pub fn new() -> Self {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        hb.register_helper("if", Box::new(StrictBlock { positive: true }));
+        hb.register_helper("unless", Box::new(StrictBlock { positive: false }));
+        hb.register_helper("default", Box::new(ValueHelper(default_helper)));
+        hb.register_helper("has", Box::new(ValueHelper(has_helper)));
+        hb.register_helper("join", Box::new(ValueHelper(join_helper)));
+        hb.register_helper("eq", Box::new(ValueHelper(eq_helper)));
+        hb.register_helper("ne", Box::new(ValueHelper(ne_helper)));
+        Self { hb }
+    }
+
+    /// Compiles and registers a template under `name`.
+    pub fn register(
+        &mut self,
+        name: &str,
+        text: &str,
+    ) -> Result<(), Box<handlebars::TemplateError>> {
+        self.hb
+            .register_template_string(name, text)
+            .map_err(Box::new)
+    }
+
+    /// Renders a registered template.
+    pub fn render(&self, name: &str, ctx: &Context) -> Result<String, Box<RenderError>> {
+        self.hb.render_with_context(name, ctx).map_err(Box::new)
+    }
+
+    #[must_use]
+    pub fn has_template(&self, name: &str) -> bool {
+        self.hb.has_template(name)
+    }
+}
+
+/// A render error in words a user can act on, and where in the template it happened.
+#[must_use]
+pub fn describe(e: &RenderError) -> (String, String, Option<(usize, usize)>) {
+    let at = e.line_no.zip(e.column_no);
+    let (message, hint) = match e.reason() {
+        RenderErrorReason::MissingVariable(Some(path)) => (
+            format!("`{path}` is not defined for this host"),
+            format!(
+                "add it to group_data/ or host_data/, or write {{{{default {path} \"...\"}}}} or {{{{#if (has ...)}}}} for optional data (`infra-agent data --hostname H` shows what is defined)"
+            ),
+        ),
+        RenderErrorReason::MissingVariable(None) => (
+            "a variable is not defined for this host".to_owned(),
+            "check the names used at this position against `infra-agent data --hostname H`".to_owned(),
+        ),
+        RenderErrorReason::ParamNotFoundForIndex(helper, i) => (
+            format!("helper `{helper}` is missing its argument {}", i + 1),
+            format!("see the helpers in docs/state-repo.md for how to call `{helper}`"),
+        ),
+        RenderErrorReason::HelperNotFound(name) => (
+            format!("`{name}` is not a helper or a defined value"),
+            "helpers are default, has, join, eq, ne and the Handlebars built-ins; values start with data., facts., host. or item.".to_owned(),
+        ),
+        other => (other.to_string(), "see the Templates section of docs/state-repo.md".to_owned()),
+    };
+    (message, hint, at)
+}
+
+/// A helper that computes a value from its parameters.
+struct ValueHelper(fn(&Helper<'_>) -> Result<Value, RenderError>);
+
+impl HelperDef for ValueHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        (self.0)(h).map(ScopedJson::Derived)
+    }
+}
+
+fn missing(h: &Helper<'_>, index: usize) -> RenderError {
+    match h.param(index) {
+        Some(p) => match p.relative_path() {
+            Some(path) => RenderErrorReason::MissingVariable(Some(path.clone())).into(),
+            None => RenderErrorReason::MissingVariable(None).into(),
+        },
+        None => RenderErrorReason::ParamNotFoundForIndex(static_name(h.name()), index).into(),
+    }
+}
+
+fn static_name(name: &str) -> &'static str {
+    ["if", "unless", "default", "has", "join", "eq", "ne"]
+        .into_iter()
+        .find(|n| *n == name)
+        .unwrap_or("helper")
+}
+
+/// The value of parameter `index`, failing when it is absent or names a missing value.
+fn param<'a>(h: &'a Helper<'_>, index: usize) -> Result<&'a Value, RenderError> {
+    match h.param(index) {
+        Some(p) if !p.is_value_missing() => Ok(p.value()),
+        _ => Err(missing(h, index)),
+    }
+}
+
+fn truthy(v: &Value, include_zero: bool) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => include_zero || n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(_) => true,
+    }
+}
+
+/// `if` (positive) and `unless`: like the built-ins, but a missing value is an error.
+struct StrictBlock {
+    positive: bool,
+}
+
+impl HelperDef for StrictBlock {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        rc: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let value = param(h, 0)?;
+        let include_zero = h
+            .hash_get("includeZero")
+            .is_some_and(|v| v.value().as_bool() == Some(true));
+        let branch = if truthy(value, include_zero) == self.positive {
+            h.template()
+        } else {
+            h.inverse()
+        };
+        match branch {
+            Some(t) => t.render(r, ctx, rc, out),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `{{default value "fallback"}}`: the value, or the fallback when it is missing or null.
+fn default_helper(h: &Helper<'_>) -> Result<Value, RenderError> {
+    let fallback = param(h, 1)?;
+    let value = match h.param(0) {
+        Some(p) if !p.is_value_missing() && !p.value().is_null() => p.value().clone(),
+        Some(_) => fallback.clone(),
+        None => return Err(missing(h, 0)),
+    };
+    Ok(value)
+}
+
+/// `{{has object "key.path"}}`: whether the object has that (dotted) key.
+fn has_helper(h: &Helper<'_>) -> Result<Value, RenderError> {
+    let object = param(h, 0)?;
+    let key = param(h, 1)?;
+    let Some(key) = key.as_str() else {
+        return Err(RenderErrorReason::InvalidParamType("has: the key must be a string").into());
+    };
+    Ok(Value::Bool(
+        crate::state_repo::data::lookup(object, key).is_some(),
+    ))
+}
+
+/// `{{join list ", "}}`: the elements of an array joined by a separator.
+fn join_helper(h: &Helper<'_>) -> Result<Value, RenderError> {
+    let list = param(h, 0)?;
+    let sep = param(h, 1)?;
+    let (Value::Array(items), Some(sep)) = (list, sep.as_str()) else {
+        return Err(
+            RenderErrorReason::InvalidParamType("join: an array and a separator string").into(),
+        );
+    };
+    let parts: Vec<String> = items.iter().map(JsonRender::render).collect();
+    Ok(Value::String(parts.join(sep)))
+}
+
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+fn eq_helper(h: &Helper<'_>) -> Result<Value, RenderError> {
+    Ok(Value::Bool(json_eq(param(h, 0)?, param(h, 1)?)))
+}
+
+fn ne_helper(h: &Helper<'_>) -> Result<Value, RenderError> {
+    Ok(Value::Bool(!json_eq(param(h, 0)?, param(h, 1)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(template: &str) -> Result<String, String> {
+        let mut r = Renderer::new();
+        r.register("t", template).map_err(|e| e.to_string())?;
+        let ctx = Context::wraps(json!({
+            "data": {"a": "x=y&<b>", "list": ["one", "two"], "n": 0, "nested": {"k": {"v": 1}}, "nothing": null},
+        }))
+        .unwrap();
+        r.render("t", &ctx).map_err(|e| describe(&e).0)
+    }
+
+    #[test]
+    fn helpers_and_strictness() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("{{data.a}}", Ok("x=y&<b>")),
+            ("{{data.missing}}", Err("`data.missing` is not defined")),
+            (
+                "{{#if data.missing}}y{{/if}}",
+                Err("`data.missing` is not defined"),
+            ),
+            (
+                "{{#unless data.missing}}y{{/unless}}",
+                Err("`data.missing` is not defined"),
+            ),
+            (
+                "{{#each data.missing}}y{{/each}}",
+                Err("`data.missing` is not defined"),
+            ),
+            (
+                "{{#with data.missing}}y{{/with}}",
+                Err("`data.missing` is not defined"),
+            ),
+            ("{{#if data.a}}y{{else}}n{{/if}}", Ok("y")),
+            ("{{#if data.n}}y{{else}}n{{/if}}", Ok("n")),
+            ("{{#if data.n includeZero=true}}y{{else}}n{{/if}}", Ok("y")),
+            ("{{#unless data.n}}u{{/unless}}", Ok("u")),
+            ("{{#if data.n}}a{{else if data.a}}b{{/if}}", Ok("b")),
+            ("{{default data.missing \"fb\"}}", Ok("fb")),
+            ("{{default data.nothing \"fb\"}}", Ok("fb")),
+            ("{{default data.a \"fb\"}}", Ok("x=y&<b>")),
+            (
+                "{{#if (has data \"nested.k.v\")}}y{{else}}n{{/if}}",
+                Ok("y"),
+            ),
+            ("{{#if (has data \"nested.x\")}}y{{else}}n{{/if}}", Ok("n")),
+            ("{{join data.list \", \"}}", Ok("one, two")),
+            (
+                "{{join data.missing \", \"}}",
+                Err("`data.missing` is not defined"),
+            ),
+            ("{{#if (eq data.a \"x=y&<b>\")}}y{{/if}}", Ok("y")),
+            ("{{#if (ne data.n 0)}}y{{else}}n{{/if}}", Ok("n")),
+            (
+                "{{#if (eq data.missing 1)}}y{{/if}}",
+                Err("`data.missing` is not defined"),
+            ),
+            ("{{#each data.list}}{{this}};{{/each}}", Ok("one;two;")),
+        ];
+        for (template, want) in cases {
+            let got = render(template);
+            match (want, &got) {
+                (Ok(w), Ok(g)) => assert_eq!(w, g, "{template}"),
+                (Err(w), Err(g)) => assert!(g.contains(w), "{template}: {g}"),
+                _ => panic!("{template}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Step fields: their declared shapes, the static check at load time, and typed access
+//! to their rendered values when a step is compiled for a host.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, Pos};
+
+/// What a key of a step accepts. Strings are Handlebars templates everywhere; any key may
+/// also be written `{ data = "path" }` to take a data value whatever its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A string.
+    Str,
+    /// An absolute path (a string).
+    Path,
+    /// A path relative to `files/` or `templates/` (a string).
+    RelPath,
+    /// An array of strings (argv, lists of names).
+    Strings,
+    /// An octal mode string such as "0644".
+    Mode,
+    /// One of the given strings.
+    Choice(&'static [&'static str]),
+    /// true or false.
+    Bool,
+}
+
+impl Shape {
+    #[must_use]
+    pub fn describe(self) -> String {
+        match self {
+            Shape::Str => "a string".to_owned(),
+            Shape::Path => "an absolute path".to_owned(),
+            Shape::RelPath => "a relative path".to_owned(),
+            Shape::Strings => "an array of strings".to_owned(),
+            Shape::Mode => "an octal mode string such as \"0644\"".to_owned(),
+            Shape::Choice(c) => format!("one of {}", quote_list(c)),
+            Shape::Bool => "true or false".to_owned(),
+        }
+    }
+}
+
+pub(crate) fn quote_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One key a step type accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub name: &'static str,
+    pub shape: Shape,
+    pub required: bool,
+    /// One line for the reference documentation.
+    pub doc: &'static str,
+}
+
+/// A field value after the static check: strings are kept as template text (with the
+/// name of their compiled template when they contain `{{`).
+#[derive(Debug, Clone)]
+pub enum FieldValue {
+    Text {
+        text: String,
+        template: Option<String>,
+    },
+    List(Vec<FieldValue>),
+    Data(String),
+    Bool(bool),
+}
+
+/// A field of a step as written, after the static check.
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub key: &'static str,
+    pub shape: Shape,
+    pub pos: Pos,
+    pub value: FieldValue,
+}
+
+/// Checks a raw TOML value against its shape. Template compilation is left to the caller
+/// (through `compile`), which knows the registry.
+pub fn check_shape(
+    key: &Key,
+    value: &toml::Value,
+    compile: &mut dyn FnMut(&str) -> Result<Option<String>, String>,
+) -> Result<FieldValue, (String, String)> {
+    use toml::Value as T;
+    if let T::Table(t) = value
+        && let (1, Some(T::String(path))) = (t.len(), t.get("data"))
+    {
+        if path.is_empty() || path.starts_with("data.") {
+            return Err((
+                format!("`{}`: {{ data = {path:?} }} is not a data path", key.name),
+                "write the path inside data without the `data.` prefix, e.g. { data = \"packages.base\" }".to_owned(),
+            ));
+        }
+        return Ok(FieldValue::Data(path.clone()));
+    }
+    let text = |s: &str, compile: &mut dyn FnMut(&str) -> Result<Option<String>, String>| {
+        compile(s)
+            .map(|template| FieldValue::Text {
+                text: s.to_owned(),
+                template,
+            })
+            .map_err(|e| {
+                (
+                    format!("`{}` is not a valid template: {e}", key.name),
+                    "see the Templates section of docs/state-repo.md; write \\{{ for a literal {{"
+                        .to_owned(),
+                )
+            })
+    };
+    let wrong = |found: &str| {
+        let hint = match (key.shape, value) {
+            (Shape::Mode, T::Integer(_)) => {
+                "a mode is an octal string: write mode = \"0644\"".to_owned()
+            }
+            _ => format!(
+                "write {} as {}, or {{ data = \"path\" }}",
+                key.name,
+                key.shape.describe()
+            ),
+        };
+        Err((
+            format!(
+                "`{}` must be {}, found {found}",
+                key.name,
+                key.shape.describe()
+            ),
+            hint,
+        ))
+    };
+    match (key.shape, value) {
+        (Shape::Str | Shape::Path | Shape::RelPath, T::String(s)) => text(s, compile),
+        (Shape::Mode, T::String(s)) => {
+            if !s.contains("{{") {
+                crate::step::Mode::parse(s).map_err(|e| {
+                    (
+                        format!("`{}`: {e}", key.name),
+                        "a mode is 3 or 4 octal digits in a string, e.g. \"0644\" or \"1777\""
+                            .to_owned(),
+                    )
+                })?;
+            }
+            text(s, compile)
+        }
+        (Shape::Choice(choices), T::String(s)) => {
+            if !s.contains("{{") && !choices.contains(&s.as_str()) {
+                return Err((
+                    format!(
+                        "`{}` is {s:?}, which is not {}",
+                        key.name,
+                        key.shape.describe()
+                    ),
+                    format!("write one of {}", quote_list(choices)),
+                ));
+            }
+            text(s, compile)
+        }
+        (Shape::Strings, T::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    T::String(s) => out.push(text(s, compile)?),
+                    other => return wrong(&format!("an array containing {}", type_name(other))),
+                }
+            }
+            Ok(FieldValue::List(out))
+        }
+        (Shape::Bool, T::Boolean(b)) => Ok(FieldValue::Bool(*b)),
+        (_, other) => wrong(&type_name(other)),
+    }
+}
+
+fn type_name(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("the string {s:?}"),
+        toml::Value::Integer(i) => format!("the integer {i}"),
+        toml::Value::Float(f) => format!("the number {f}"),
+        toml::Value::Boolean(b) => format!("{b}"),
+        toml::Value::Datetime(_) => "a date".to_owned(),
+        toml::Value::Array(_) => "an array".to_owned(),
+        toml::Value::Table(_) => "a table".to_owned(),
+    }
+}
+
+/// The fields of one step rendered for one host, with typed accessors.
+#[derive(Debug)]
+pub struct Rendered<'a> {
+    pub file: &'a str,
+    pub step_pos: Pos,
+    pub values: BTreeMap<&'static str, (Value, Pos)>,
+}
+
+impl Rendered<'_> {
+    fn err(&self, pos: Pos, message: String, hint: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(self.file, Some(pos), message).hint(hint)
+    }
+
+    fn missing(&self, key: &str) -> Diagnostic {
+        Diagnostic::new(
+            self.file,
+            Some(self.step_pos),
+            format!("missing key `{key}`"),
+        )
+        .hint(format!("add {key} = ... to this step"))
+    }
+
+    #[must_use]
+    pub fn has(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
+
+    /// An optional string.
+    pub fn opt_str(&self, key: &str) -> Result<Option<String>, Diagnostic> {
+        match self.values.get(key) {
+            None => Ok(None),
+            Some((Value::String(s), _)) => Ok(Some(s.clone())),
+            Some((other, pos)) => Err(self.err(
+                *pos,
+                format!("`{key}` must be a string, but its data value is {other}"),
+                "point { data = ... } at a string value",
+            )),
+        }
+    }
+
+    pub fn str(&self, key: &str) -> Result<String, Diagnostic> {
+        self.opt_str(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// An optional absolute path without `.` or `..` components.
+    pub fn opt_path(&self, key: &str) -> Result<Option<String>, Diagnostic> {
+        let Some(p) = self.opt_str(key)? else {
+            return Ok(None);
+        };
+        let pos = self.values[key].1;
+        if !p.starts_with('/') {
+            return Err(self.err(
+                pos,
+                format!("`{key}` must be an absolute path, but renders to {p:?}"),
+                "start the path with /",
+            ));
+        }
+        if p.split('/').any(|c| c == "." || c == "..") {
+            return Err(self.err(
+                pos,
+                format!("`{key}` renders to {p:?}, which contains . or .."),
+                "write the path without . and .. components",
+            ));
+        }
+        Ok(Some(p))
+    }
+
+    pub fn path(&self, key: &str) -> Result<String, Diagnostic> {
+        self.opt_path(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    /// A path relative to `files/` or `templates/`, which must stay inside it.
+    pub fn rel_path(&self, key: &str, dir: &str) -> Result<String, Diagnostic> {
+        let p = self.str(key)?;
+        let pos = self.values[key].1;
+        if p.is_empty()
+            || p.starts_with('/')
+            || p.split('/').any(|c| c == ".." || c == "." || c.is_empty())
+        {
+            return Err(self.err(
+                pos,
+                format!("`{key}` renders to {p:?}, which is not a path inside {dir}/"),
+                format!("write it relative to {dir}/, e.g. {key} = \"motd\""),
+            ));
+        }
+        Ok(p)
+    }
+
+    pub fn opt_strings(&self, key: &str) -> Result<Option<Vec<String>>, Diagnostic> {
+        match self.values.get(key) {
+            None => Ok(None),
+            Some((Value::Array(items), pos)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(self.err(
+                        *pos,
+                        format!("`{key}` must be an array of strings, but contains {other}"),
+                        "point { data = ... } at an array of strings",
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some((other, pos)) => Err(self.err(
+                *pos,
+                format!("`{key}` must be an array of strings, but its data value is {other}"),
+                "point { data = ... } at an array of strings",
+            )),
+        }
+    }
+
+    pub fn opt_mode(&self, key: &str) -> Result<Option<crate::step::Mode>, Diagnostic> {
+        match self.values.get(key) {
+            None => Ok(None),
+            Some((Value::String(s), pos)) => crate::step::Mode::parse(s).map(Some).map_err(|e| {
+                self.err(
+                    *pos,
+                    format!("`{key}`: {e}"),
+                    "a mode is 3 or 4 octal digits in a string, e.g. \"0644\"",
+                )
+            }),
+            Some((other, pos)) => Err(self.err(
+                *pos,
+                format!("`{key}` must be an octal mode string, but its data value is {other}"),
+                "a mode is an octal string: write \"0644\" in the data",
+            )),
+        }
+    }
+
+    /// One of the allowed strings, or `default` when absent.
+    pub fn choice(
+        &self,
+        key: &str,
+        choices: &[&'static str],
+        default: &'static str,
+    ) -> Result<&'static str, Diagnostic> {
+        let Some(s) = self.opt_str(key)? else {
+            return Ok(default);
+        };
+        choices.iter().copied().find(|c| *c == s).ok_or_else(|| {
+            self.err(
+                self.values[key].1,
+                format!(
+                    "`{key}` is {s:?}, which is not one of {}",
+                    quote_list(choices)
+                ),
+                format!("write one of {}", quote_list(choices)),
+            )
+        })
+    }
+
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, Diagnostic> {
+        match self.values.get(key) {
+            None => Ok(None),
+            Some((Value::Bool(b), _)) => Ok(Some(*b)),
+            Some((other, pos)) => Err(self.err(
+                *pos,
+                format!("`{key}` must be true or false, but its data value is {other}"),
+                "point { data = ... } at a boolean",
+            )),
+        }
+    }
+
+    /// Fails when a key is present that only makes sense in another state.
+    pub fn forbid(&self, keys: &[&str], why: &str) -> Result<(), Diagnostic> {
+        for key in keys {
+            if let Some((_, pos)) = self.values.get(key) {
+                return Err(self.err(
+                    *pos,
+                    format!("`{key}` is not allowed {why}"),
+                    format!("remove `{key}`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

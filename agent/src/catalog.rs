@@ -19,15 +19,6 @@ use crate::state_repo::role::{StepDef, When};
 use crate::state_repo::{Selection, StateRepo, data};
 use crate::step::{BuildCtx, FieldValue, Rendered, StepKind};
 
-/// Where the facts come from, which decides what `when` can be evaluated up front.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FactSource {
-    /// The machine's own facts (`--once`).
-    Real,
-    /// Stand-ins (`check`, offline): a `when` that reads facts is not decided.
-    Placeholder,
-}
-
 /// The rendered desired state of one host.
 #[derive(Debug)]
 pub struct Catalog {
@@ -47,7 +38,8 @@ pub struct CatalogStep {
     pub line: usize,
     pub requires: Vec<String>,
     pub notify: Vec<String>,
-    /// A condition left for run time (it reads `changed()`, or facts during `check`).
+    /// A condition left for run time: it reads `changed()` or facts, which earlier
+    /// steps may change.
     #[serde(skip)]
     pub when: Option<When>,
     /// The rendered step, or `None` when it was skipped while compiling.
@@ -89,12 +81,7 @@ pub fn context(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Value {
 }
 
 /// Compiles the catalog of a selected host.
-pub fn compile(
-    repo: &StateRepo,
-    sel: &Selection,
-    facts: &Facts,
-    source: FactSource,
-) -> Result<Catalog, Diagnostics> {
+pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catalog, Diagnostics> {
     let mut errors = Diagnostics::default();
     let base = context(repo, sel, facts);
     let base_ctx = Context::wraps(&base).expect("a JSON value always serializes");
@@ -168,7 +155,7 @@ pub fn compile(
             };
             let mut when_left = None;
             if let Some(w) = &def.when {
-                match decide(w, ctx_json, source) {
+                match decide(w, ctx_json) {
                     Ok(Some(false)) => {
                         skipped_here += 1;
                         steps.push(entry(
@@ -351,8 +338,10 @@ fn instances(def: &StepDef, ctx: &Value) -> Result<Vec<Instance>, Diagnostic> {
     }
 }
 
-/// Evaluates `when` now when its answer cannot change before the step runs.
-fn decide(w: &When, ctx: &Value, source: FactSource) -> Result<Option<bool>, crate::when::Error> {
+/// Evaluates `when` now when its answer cannot change before the step runs: it reads
+/// only data, host and item. Facts (installed packages, say) and `changed()` can be
+/// changed by earlier steps, so such a condition is left for run time.
+fn decide(w: &When, ctx: &Value) -> Result<Option<bool>, crate::when::Error> {
     let uses_changed = !w.expr.changed_ids().is_empty();
     let uses_facts = w
         .expr
@@ -360,7 +349,7 @@ fn decide(w: &When, ctx: &Value, source: FactSource) -> Result<Option<bool>, cra
         .iter()
         .any(|(p, _)| p == "facts" || p.starts_with("facts."));
     let value = w.expr.eval(ctx, &|_| false)?;
-    if uses_changed || (uses_facts && source == FactSource::Placeholder) {
+    if uses_changed || uses_facts {
         // Evaluated only to catch errors; the answer is left for run time.
         return Ok(None);
     }

@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::catalog::{self, FactSource};
+use crate::catalog;
 use crate::cli::{Format, exit};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::facts::Facts;
@@ -94,7 +94,7 @@ fn check_host(repo: &StateRepo, name: &str) -> HostReport {
         }
     };
     let facts = Facts::placeholder(&selection.name);
-    match catalog::compile(repo, &selection, &facts, FactSource::Placeholder) {
+    match catalog::compile(repo, &selection, &facts) {
         Ok(cat) => HostReport {
             name: name.to_owned(),
             steps: cat.steps.len(),

@@ -1,0 +1,151 @@
+//! The command line: exit codes, usage errors, and `check`/`data` on the bundled example.
+
+mod support;
+
+use std::path::PathBuf;
+
+use support::{AgentTest, repo};
+
+fn example() -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../state-repo-example");
+    dir.to_str().expect("UTF-8 path").to_owned()
+}
+
+#[test]
+fn check_passes_on_the_example_repository() {
+    let run = AgentTest::new().args(["check", "--repo", &example()]).run();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    for host in ["media-01", "ha-01"] {
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(host)),
+            "{host} missing:\n{}",
+            run.stdout
+        );
+    }
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+#[test]
+fn check_json_reports_every_host_with_a_schema() {
+    let run = AgentTest::new()
+        .args(["check", "--repo", &example(), "--format", "json"])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(v["schema"], "infra-agent/check/v1");
+    assert_eq!(v["valid"], true);
+    let media = v["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|h| h["name"] == "media-01")
+        .expect("media-01 is checked");
+    assert_eq!(media["env"], "production");
+    assert_eq!(media["groups"][0], "all");
+    assert!(media["steps"].as_u64().expect("a step count") > 0);
+}
+
+#[test]
+fn check_defaults_to_the_current_directory() {
+    let dir = repo(&[]);
+    let run = AgentTest::new().arg("check").current_dir(dir.path()).run();
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let run = AgentTest::new()
+        .arg("check")
+        .current_dir(elsewhere.path())
+        .run();
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("has no infra.toml"), "{}", run.stderr);
+    assert!(run.stderr.contains("hint: "), "{}", run.stderr);
+}
+
+#[test]
+fn data_shows_merged_values_with_their_sources() {
+    let dir = repo(&[("host_data/web-01.toml", "[site]\nport = 9090\n")]);
+    let run = AgentTest::new()
+        .args(["data", "--hostname", "WEB-01.example.net", "--repo"])
+        .arg(dir.path().to_str().expect("UTF-8"))
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line = |prefix: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{}", run.stdout))
+            .to_owned()
+    };
+    assert!(line("site.port = 9090").ends_with("# host_data/web-01.toml:2"));
+    assert!(line("site.names = ").ends_with("# group_data/web.toml:3"));
+    assert!(line("admin.user = \"alice\"").ends_with("# group_data/all.toml:2"));
+    assert!(
+        run.stdout
+            .starts_with("# host web-01 (env production; groups: all, web)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn data_of_the_example_host_media_01_names_sources() {
+    let run = AgentTest::new()
+        .args(["data", "--hostname", "media-01", "--repo", &example()])
+        .run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("# group_data/all.toml:"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("# host_data/media-01.toml:"),
+        "{}",
+        run.stdout
+    );
+    let json = AgentTest::new()
+        .args([
+            "data",
+            "--hostname",
+            "media-01",
+            "--format",
+            "json",
+            "--repo",
+            &example(),
+        ])
+        .run();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(v["schema"], "infra-agent/data/v1");
+    assert!(
+        v["sources"]
+            .as_object()
+            .expect("sources")
+            .values()
+            .all(|s| s.as_str().is_some_and(|s| s.contains(".toml:")))
+    );
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    for args in [
+        vec!["--dry-run"],
+        vec!["check", "--no-such-flag"],
+        vec!["check", "--format", "yaml"],
+        vec!["frobnicate"],
+    ] {
+        let run = AgentTest::new().args(&args).run();
+        assert_eq!(run.code, 64, "{args:?}: {}", run.stderr);
+    }
+    assert_eq!(AgentTest::new().arg("--help").run().code, 0);
+    assert_eq!(AgentTest::new().arg("--version").run().code, 0);
+}
+
+#[test]
+fn commands_of_later_releases_say_so_and_exit_1() {
+    let run = AgentTest::new()
+        .args(["--once", "--dry-run", "--repo", &example()])
+        .run();
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("not implemented yet"), "{}", run.stderr);
+}

@@ -1,0 +1,114 @@
+//! Test support: a builder that runs the real `infra-agent` binary, and small state
+//! repositories written into temporary directories.
+
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the support module"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// Runs `infra-agent` with arguments and captures what it printed.
+pub struct AgentTest {
+    args: Vec<String>,
+    dir: Option<PathBuf>,
+}
+
+/// What a run of `infra-agent` did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl AgentTest {
+    pub fn new() -> Self {
+        Self {
+            args: Vec::new(),
+            dir: None,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<str>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, args: I) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_owned());
+        self
+    }
+
+    pub fn run(self) -> Run {
+        // Tests drive the real binary; the ban on Command::new protects the agent's code.
+        #[allow(clippy::disallowed_methods)]
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_infra-agent"));
+        cmd.args(&self.args).env("NO_COLOR", "1");
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = cmd.output().expect("infra-agent runs");
+        Run {
+            code: status
+                .code()
+                .expect("infra-agent exits rather than being killed"),
+            stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+        }
+    }
+}
+
+/// A small valid state repository; `files` replace or add files to it.
+pub fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let base: &[(&str, &str)] = &[
+        ("infra.toml", "format = 1\nmin_agent_version = \"0.1.0\"\n"),
+        (
+            "inventory/production.toml",
+            "[groups.all]\nroles = [\"base\"]\n\n[groups.web]\nhosts = [\"web-01\", \"web-*\"]\nroles = [\"web\"]\n",
+        ),
+        (
+            "group_data/all.toml",
+            "[admin]\nuser = \"alice\"\nkeys = [\"ssh-ed25519 AAAA alice@laptop\"]\n",
+        ),
+        (
+            "group_data/web.toml",
+            "[site]\nport = 8080\nnames = [\"a.example.net\", \"b.example.net\"]\n",
+        ),
+        (
+            "roles/base.toml",
+            "[[step]]\nid = \"motd\"\ntype = \"file\"\npath = \"/etc/motd\"\ncontent = \"hello {{host.name}}\\n\"\nmode = \"0644\"\n",
+        ),
+        (
+            "roles/web.toml",
+            "[[step]]\nid = \"site-dir\"\ntype = \"directory\"\npath = \"/srv/site\"\n\n[[step]]\nid = \"site-conf\"\ntype = \"template\"\npath = \"/srv/site/site.conf\"\nsource = \"site.conf.hbs\"\nrequires = [\"site-dir\"]\n",
+        ),
+        (
+            "templates/site.conf.hbs",
+            "# managed by infra-agent\nuser = {{data.admin.user}}\nport = {{data.site.port}}\n",
+        ),
+        ("files/banner", "welcome\n"),
+    ];
+    for (path, text) in base.iter().chain(files) {
+        write(dir.path(), path, text);
+    }
+    dir
+}
+
+pub fn write(root: &Path, path: &str, text: &str) {
+    let full = root.join(path);
+    std::fs::create_dir_all(full.parent().expect("files live in a directory")).expect("mkdir");
+    std::fs::write(full, text).expect("write a fixture file");
+}

@@ -24,7 +24,14 @@ pub const DATA_SCHEMA: &str = "infra-agent/data/v1";
 #[derive(Debug, Serialize)]
 pub struct HostReport {
     pub name: String,
-    #[serde(flatten)]
+    /// What the host runs; absent when it could not be selected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<String>,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+    #[serde(skip)]
     pub selection: Option<Selection>,
     pub steps: usize,
     pub valid: bool,
@@ -80,35 +87,42 @@ pub fn check_repo(dir: &Path, hostname: Option<&str>) -> CheckReport {
     report
 }
 
+impl HostReport {
+    fn new(
+        name: &str,
+        selection: Option<Selection>,
+        steps: usize,
+        errors: Vec<Diagnostic>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            env: selection.as_ref().map(|s| s.env.clone()),
+            inventory: selection.as_ref().map(|s| s.inventory.clone()),
+            groups: selection
+                .as_ref()
+                .map(|s| s.groups.clone())
+                .unwrap_or_default(),
+            roles: selection
+                .as_ref()
+                .map(|s| s.roles.clone())
+                .unwrap_or_default(),
+            selection,
+            steps,
+            valid: errors.is_empty(),
+            errors,
+        }
+    }
+}
+
 fn check_host(repo: &StateRepo, name: &str) -> HostReport {
     let selection = match repo.select(name) {
         Ok(sel) => sel,
-        Err(d) => {
-            return HostReport {
-                name: name.to_owned(),
-                selection: None,
-                steps: 0,
-                valid: false,
-                errors: vec![d],
-            };
-        }
+        Err(d) => return HostReport::new(name, None, 0, vec![d]),
     };
     let facts = Facts::placeholder(&selection.name);
     match catalog::compile(repo, &selection, &facts) {
-        Ok(cat) => HostReport {
-            name: name.to_owned(),
-            steps: cat.steps.len(),
-            selection: Some(selection),
-            valid: true,
-            errors: Vec::new(),
-        },
-        Err(errors) => HostReport {
-            name: name.to_owned(),
-            selection: Some(selection),
-            steps: 0,
-            valid: false,
-            errors: errors.into_sorted(),
-        },
+        Ok(cat) => HostReport::new(name, Some(selection), cat.steps.len(), Vec::new()),
+        Err(errors) => HostReport::new(name, Some(selection), 0, errors.into_sorted()),
     }
 }
 

@@ -45,6 +45,13 @@ fn check_json_reports_every_host_with_a_schema() {
     assert_eq!(media["env"], "production");
     assert_eq!(media["groups"][0], "all");
     assert!(media["steps"].as_u64().expect("a step count") > 0);
+    // Regression: the host's name was written twice in each host object.
+    assert_eq!(
+        run.stdout.matches("\"name\": \"media-01\"").count(),
+        1,
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -1,0 +1,3 @@
+//! An in-memory host for unit tests (being written).
+#[derive(Debug)]
+pub struct FakeHost;

@@ -1,0 +1,3 @@
+//! The machine itself (being written).
+#[derive(Debug)]
+pub struct RealHost;

@@ -1,0 +1,185 @@
+//! The one module that starts processes. Commands are typed (program, argv,
+//! environment, stdin): nothing here goes through a shell unless a step asks for one
+//! explicitly, and environment values can be marked sensitive so they are never shown.
+
+use std::io::{Read as _, Write as _};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// A command to run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Added to the agent's environment. Values may be secrets: they are passed to the
+    /// child and never printed (see [`Cmd::display`]).
+    pub env: Vec<(String, String)>,
+    pub stdin: Option<Vec<u8>>,
+    /// Killed after this long; `None` waits forever.
+    pub timeout: Option<Duration>,
+}
+
+impl Cmd {
+    #[must_use]
+    pub fn new(program: impl Into<String>) -> Self {
+        Self { program: program.into(), ..Self::default() }
+    }
+
+    #[must_use]
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    #[must_use]
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The command line for messages: program and arguments, shell-quoted where needed;
+    /// environment names without their values.
+    #[must_use]
+    pub fn display(&self) -> String {
+        let mut parts: Vec<String> = self.env.iter().map(|(k, _)| format!("{k}=…")).collect();
+        parts.push(quote(&self.program));
+        parts.extend(self.args.iter().map(|a| quote(a)));
+        parts.join(" ")
+    }
+}
+
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// What a finished command did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CmdOutput {
+    /// The exit code; `None` when a signal ended it (or the timeout killed it).
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+}
+
+impl CmdOutput {
+    #[must_use]
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Standard error (or output, when error is empty) as text, trimmed, for messages.
+    #[must_use]
+    pub fn message(&self) -> String {
+        let err = String::from_utf8_lossy(&self.stderr).trim().to_owned();
+        if err.is_empty() {
+            String::from_utf8_lossy(&self.stdout).trim().to_owned()
+        } else {
+            err
+        }
+    }
+}
+
+/// Runs a command to completion, capturing its output.
+pub fn run(cmd: &Cmd) -> std::io::Result<CmdOutput> {
+    #[allow(clippy::disallowed_methods, reason = "this is the process module")]
+    let mut command = std::process::Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn()?;
+    if let (Some(input), Some(mut pipe)) = (&cmd.stdin, child.stdin.take()) {
+        let input = input.clone();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let mut stdout = child.stdout.take().expect("stdout is piped, because we set it");
+    let mut stderr = child.stderr.take().expect("stderr is piped, because we set it");
+    let out_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let started = Instant::now();
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if cmd.timeout.is_some_and(|t| started.elapsed() >= t) {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    Ok(CmdOutput {
+        code: status.code(),
+        stdout: out_thread.join().unwrap_or_default(),
+        stderr: err_thread.join().unwrap_or_default(),
+        timed_out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_with_args_env_and_stdin() {
+        let mut cmd = Cmd::new("sh").args(["-c", "read x; echo \"$x $GREETING $0\"", "argv0"]).env("GREETING", "hi");
+        cmd.stdin = Some(b"from-stdin\n".to_vec());
+        let out = run(&cmd).unwrap();
+        assert!(out.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "from-stdin hi argv0\n");
+    }
+
+    #[test]
+    fn reports_exit_code_and_stderr() {
+        let out = run(&Cmd::new("sh").args(["-c", "echo oops >&2; exit 3"])).unwrap();
+        assert_eq!(out.code, Some(3));
+        assert_eq!(out.message(), "oops");
+    }
+
+    #[test]
+    fn timeout_kills() {
+        let out = run(&Cmd::new("sleep").arg("5").timeout(Duration::from_millis(100))).unwrap();
+        assert!(out.timed_out);
+        assert!(!out.success());
+    }
+
+    #[test]
+    fn display_hides_env_values_and_quotes() {
+        let cmd = Cmd::new("tailscale").args(["up", "--hostname=a b"]).env("TOKEN", "s3cret");
+        assert_eq!(cmd.display(), "TOKEN=… tailscale up '--hostname=a b'");
+        assert!(!cmd.display().contains("s3cret"));
+    }
+}

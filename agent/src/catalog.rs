@@ -23,6 +23,8 @@ use crate::step::{BuildCtx, FieldValue, Rendered, StepKind};
 #[derive(Debug)]
 pub struct Catalog {
     pub host: Selection,
+    /// The template context (`data`, `facts`, `host`), for `when` left for run time.
+    pub context: Value,
     pub steps: Vec<CatalogStep>,
 }
 
@@ -33,6 +35,9 @@ pub struct CatalogStep {
     pub id: String,
     /// The `for_each` instance: an array index or a table key.
     pub instance: Option<String>,
+    /// The instance's `item`, for `when` left for run time.
+    #[serde(skip)]
+    pub item: Option<Value>,
     pub role: String,
     pub file: String,
     pub line: usize,
@@ -103,9 +108,11 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
         let entry = |instance: Option<String>,
                      desired: Option<StepKind>,
                      skipped: Option<String>,
-                     when: Option<When>| CatalogStep {
+                     when: Option<When>,
+                     item: Option<Value>| CatalogStep {
             id: def.id.clone(),
             instance,
+            item,
             role: def.role.clone(),
             file: def.file.clone(),
             line: def.pos.line,
@@ -126,6 +133,7 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
                 None,
                 None,
                 Some(format!("requires `{}`, which is skipped", r.id)),
+                None,
                 None,
             ));
             continue;
@@ -163,6 +171,7 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
                             None,
                             Some(format!("when `{}` is false", w.expr.source())),
                             None,
+                            None,
                         ));
                         continue;
                     }
@@ -184,7 +193,7 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
                 }
             }
             match render_step(repo, def, ctx, ctx_json) {
-                Ok(kind) => steps.push(entry(label, Some(kind), None, when_left)),
+                Ok(kind) => steps.push(entry(label, Some(kind), None, when_left, item.clone())),
                 Err(d) => errors.push(d),
             }
         }
@@ -195,6 +204,7 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
     if errors.is_empty() {
         Ok(Catalog {
             host: sel.clone(),
+            context: base,
             steps,
         })
     } else {

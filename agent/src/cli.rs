@@ -10,6 +10,10 @@ pub mod exit {
     /// `check`: the repository is invalid. Elsewhere: could not run.
     pub const INVALID: u8 = 1;
     pub const USAGE: u8 = 64;
+    /// `--once`: changes applied (or pending, with `--dry-run`).
+    pub const CHANGED: u8 = 2;
+    /// `--once`: some steps failed.
+    pub const FAILED: u8 = 4;
 }
 
 /// Pull-based configuration agent: converges this host to the state in a git repository.
@@ -34,14 +38,9 @@ pub struct Cli {
 /// Flags every command accepts.
 #[derive(Debug, Args, Clone)]
 pub struct Common {
-    /// Agent configuration file.
-    #[arg(
-        long,
-        global = true,
-        value_name = "FILE",
-        default_value = "/etc/infra-agent/agent.toml"
-    )]
-    pub config: PathBuf,
+    /// Agent configuration file [default: /etc/infra-agent/agent.toml].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// State repository directory (read as it is, uncommitted edits included).
     #[arg(long, global = true, value_name = "DIR")]
     pub repo: Option<PathBuf>,

@@ -6,12 +6,18 @@
 pub mod catalog;
 pub mod check;
 pub mod cli;
+pub mod config;
 pub mod diag;
 pub mod diff;
+pub mod engine;
 pub mod facts;
 pub mod host;
+pub mod once;
+pub mod originals;
 pub mod process;
 pub mod render;
+pub mod report;
+pub mod resource;
 pub mod state_repo;
 pub mod step;
 pub mod when;
@@ -60,10 +66,27 @@ pub fn run(cli: &Cli) -> Result<u8> {
             &mut err,
             "status, disable and enable arrive with the daemon (pull from git and run under systemd)",
         )?,
-        None if cli.once => not_yet(
-            &mut err,
-            "`--once` arrives with the converge engine; today `infra-agent check --repo DIR --hostname H` validates and renders what a host would run",
-        )?,
+        None if cli.once => {
+            let (config, warnings) = config::load(cli.common.config.as_deref())?;
+            for w in warnings {
+                writeln!(err, "warning: {w}")?;
+            }
+            let host = host::RealHost::new();
+            let (repo, hostname) = once::resolve(
+                cli.common.repo.as_ref(),
+                cli.common.hostname.as_deref(),
+                &config,
+                &host,
+            )?;
+            let args = once::OnceArgs {
+                repo,
+                hostname,
+                dry_run: cli.dry_run,
+                only: cli.only.clone(),
+                format: cli.common.format,
+            };
+            once::once(&args, &host, &config.state_dir, &mut out, &mut err)?
+        }
         None => not_yet(
             &mut err,
             "the daemon arrives with the git pull and systemd release",

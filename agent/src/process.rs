@@ -22,7 +22,10 @@ pub struct Cmd {
 impl Cmd {
     #[must_use]
     pub fn new(program: impl Into<String>) -> Self {
-        Self { program: program.into(), ..Self::default() }
+        Self {
+            program: program.into(),
+            ..Self::default()
+        }
     }
 
     #[must_use]
@@ -106,7 +109,11 @@ pub fn run(cmd: &Cmd) -> std::io::Result<CmdOutput> {
     command
         .args(&cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if cmd.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = command.spawn()?;
@@ -116,8 +123,14 @@ pub fn run(cmd: &Cmd) -> std::io::Result<CmdOutput> {
             let _ = pipe.write_all(&input);
         });
     }
-    let mut stdout = child.stdout.take().expect("stdout is piped, because we set it");
-    let mut stderr = child.stderr.take().expect("stderr is piped, because we set it");
+    let mut stdout = child
+        .stdout
+        .take()
+        .expect("stdout is piped, because we set it");
+    let mut stderr = child
+        .stderr
+        .take()
+        .expect("stderr is piped, because we set it");
     let out_thread = std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = stdout.read_to_end(&mut buf);
@@ -155,11 +168,16 @@ mod tests {
 
     #[test]
     fn runs_with_args_env_and_stdin() {
-        let mut cmd = Cmd::new("sh").args(["-c", "read x; echo \"$x $GREETING $0\"", "argv0"]).env("GREETING", "hi");
+        let mut cmd = Cmd::new("sh")
+            .args(["-c", "read x; echo \"$x $GREETING $0\"", "argv0"])
+            .env("GREETING", "hi");
         cmd.stdin = Some(b"from-stdin\n".to_vec());
         let out = run(&cmd).unwrap();
         assert!(out.success());
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "from-stdin hi argv0\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "from-stdin hi argv0\n"
+        );
     }
 
     #[test]
@@ -171,14 +189,19 @@ mod tests {
 
     #[test]
     fn timeout_kills() {
-        let out = run(&Cmd::new("sleep").arg("5").timeout(Duration::from_millis(100))).unwrap();
+        let out = run(&Cmd::new("sleep")
+            .arg("5")
+            .timeout(Duration::from_millis(100)))
+        .unwrap();
         assert!(out.timed_out);
         assert!(!out.success());
     }
 
     #[test]
     fn display_hides_env_values_and_quotes() {
-        let cmd = Cmd::new("tailscale").args(["up", "--hostname=a b"]).env("TOKEN", "s3cret");
+        let cmd = Cmd::new("tailscale")
+            .args(["up", "--hostname=a b"])
+            .env("TOKEN", "s3cret");
         assert_eq!(cmd.display(), "TOKEN=… tailscale up '--hostname=a b'");
         assert!(!cmd.display().contains("s3cret"));
     }

@@ -150,9 +150,9 @@ fn usage_errors_exit_64() {
 
 #[test]
 fn commands_of_later_releases_say_so_and_exit_1() {
-    let run = AgentTest::new()
-        .args(["--once", "--dry-run", "--repo", &example()])
-        .run();
-    assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("not implemented yet"), "{}", run.stderr);
+    for args in [vec!["status"], vec!["enable"], vec!["--repo", "."]] {
+        let run = AgentTest::new().args(&args).run();
+        assert_eq!(run.code, 1, "{args:?}");
+        assert!(run.stderr.contains("not implemented yet"), "{args:?}: {}", run.stderr);
+    }
 }

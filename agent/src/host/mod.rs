@@ -40,8 +40,13 @@ pub enum Error {
 }
 
 impl Error {
+    #[must_use]
     pub fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
-        Self::Io { op, path: path.to_owned(), source }
+        Self::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
     }
 
     /// Whether the error means the path does not exist.
@@ -99,7 +104,14 @@ pub trait Host {
     /// no include glob (`*.conf`) picks it up, with the given mode and owner, and
     /// fsyncs it. Stale candidates for the same `path` left by a killed run are removed
     /// first. Returns the candidate's path.
-    fn stage_file(&self, path: &Path, content: &[u8], mode: u32, uid: u32, gid: u32) -> Result<PathBuf, Error>;
+    fn stage_file(
+        &self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<PathBuf, Error>;
     /// Renames a staged candidate over `path` and fsyncs the directory: the live file is
     /// either the old or the new one, never a mix, whatever happens.
     fn commit_file(&self, staged: &Path, path: &Path) -> Result<(), Error>;
@@ -126,6 +138,9 @@ pub trait Host {
 /// The name used for a candidate of `path`: `.NAME.infra-tmp.` followed by a suffix.
 #[must_use]
 pub fn staged_prefix(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     format!(".{name}.infra-tmp.")
 }

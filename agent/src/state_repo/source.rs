@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub trait RepoSource {
     /// The file's text, or `None` when it does not exist.
     fn read(&self, path: &str) -> io::Result<Option<String>>;
+    /// The file's bytes (for `files/`, which may hold binary files).
+    fn read_bytes(&self, path: &str) -> io::Result<Vec<u8>>;
     /// Names of the regular files directly inside `dir`, sorted; empty when `dir` does not exist.
     fn list(&self, dir: &str) -> io::Result<Vec<String>>;
     /// Names of the directories directly inside `dir`, sorted; empty when `dir` does not exist.
@@ -60,6 +62,10 @@ impl RepoSource for DirSource {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn read_bytes(&self, path: &str) -> io::Result<Vec<u8>> {
+        fs_err::read(self.full(path))
     }
 
     fn list(&self, dir: &str) -> io::Result<Vec<String>> {

@@ -10,6 +10,8 @@ pub struct FileStep {
     pub content: Option<FileContent>,
     pub attrs: Attrs,
     pub validate: Option<Vec<String>>,
+    /// The content came from a secret: it is never shown, in a diff or anywhere else.
+    pub sensitive: bool,
 }
 
 /// Where a file's content comes from.
@@ -71,6 +73,7 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
             content: None,
             attrs: Attrs::default(),
             validate: None,
+            sensitive: false,
         }));
     }
     let content = match (f.has("content"), f.has("source")) {
@@ -102,5 +105,6 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
         content: Some(content),
         attrs: Attrs::read(f)?,
         validate: f.opt_strings("validate")?,
+        sensitive: false,
     }))
 }

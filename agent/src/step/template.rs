@@ -12,6 +12,8 @@ pub struct TemplateStep {
     pub content: String,
     pub attrs: Attrs,
     pub validate: Option<Vec<String>>,
+    /// The content came from a secret: it is never shown, in a diff or anywhere else.
+    pub sensitive: bool,
 }
 
 pub const KIND: KindSpec = KindSpec {
@@ -60,5 +62,6 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
         content,
         attrs: Attrs::read(f)?,
         validate: f.opt_strings("validate")?,
+        sensitive: false,
     }))
 }

@@ -1,0 +1,327 @@
+//! Resources: what one step manages on the machine. `plan` observes and says what
+//! differs; `apply` makes it so. Both go through `Host` only.
+//!
+//! Invariant: `plan` never mutates, and a failure to observe is an error, never
+//! "nothing to do". After `apply` the engine plans again; anything still pending is a
+//! failure of the step.
+
+pub mod directory;
+pub mod file;
+pub mod symlink;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::host::{self, Host, Meta};
+use crate::originals::Originals;
+use crate::step::StepKind;
+
+/// A failure of a step's resource, in words for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Host(#[from] host::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What kind of difference a change repairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Create,
+    Content,
+    Mode,
+    Owner,
+    Group,
+    Target,
+    Remove,
+}
+
+/// One difference between the machine and the desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// A unified diff of the content (or the redaction line for secret content).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// Something this machine cannot decide yet (a dry run does not create users or run
+    /// validators): the change is pending on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Change {
+    fn new(kind: ChangeKind, path: &Path) -> Self {
+        Self {
+            kind,
+            path: path.display().to_string(),
+            before: None,
+            after: None,
+            diff: None,
+            note: None,
+        }
+    }
+
+    fn before_after(mut self, before: impl Into<String>, after: impl Into<String>) -> Self {
+        self.before = Some(before.into());
+        self.after = Some(after.into());
+        self
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ChangeKind::Create => "create",
+            ChangeKind::Content => "content",
+            ChangeKind::Mode => "mode",
+            ChangeKind::Owner => "owner",
+            ChangeKind::Group => "group",
+            ChangeKind::Target => "target",
+            ChangeKind::Remove => "remove",
+        };
+        write!(f, "{what} {}", self.path)?;
+        match (&self.before, &self.after) {
+            (Some(b), Some(a)) => write!(f, ": {b} -> {a}")?,
+            (None, Some(a)) => write!(f, ": {a}")?,
+            _ => {}
+        }
+        if let Some(note) = &self.note {
+            write!(f, " ({note})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of planning a step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    /// Why nothing needs to change (when `changes` is empty).
+    pub in_sync: String,
+}
+
+impl Plan {
+    fn in_sync(reason: impl Into<String>) -> Self {
+        Self {
+            changes: Vec::new(),
+            in_sync: reason.into(),
+        }
+    }
+
+    #[must_use]
+    pub fn is_in_sync(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    fn has(&self, kind: ChangeKind) -> bool {
+        self.changes.iter().any(|c| c.kind == kind)
+    }
+}
+
+/// Reads `files/<path>` of the repository being applied.
+pub type FileReader<'a> = dyn Fn(&str) -> Result<Vec<u8>, String> + 'a;
+
+/// What resources need besides the step: the host, the mode of the run, the record
+/// of originals, and the repository's static files.
+pub struct Ctx<'a> {
+    pub host: &'a dyn Host,
+    pub dry_run: bool,
+    /// Where originals are captured before a change; `None` only in dry runs.
+    pub originals: Option<&'a Originals>,
+    pub files: &'a FileReader<'a>,
+    users: RefCell<HashMap<String, Option<u32>>>,
+    groups: RefCell<HashMap<String, Option<u32>>>,
+}
+
+impl fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("dry_run", &self.dry_run)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Ctx<'a> {
+    #[must_use]
+    pub fn new(
+        host: &'a dyn Host,
+        dry_run: bool,
+        originals: Option<&'a Originals>,
+        files: &'a FileReader<'a>,
+    ) -> Self {
+        Self {
+            host,
+            dry_run,
+            originals,
+            files,
+            users: RefCell::default(),
+            groups: RefCell::default(),
+        }
+    }
+
+    /// Forgets looked-up users and groups (a step may just have created one).
+    pub fn forget_ids(&self) {
+        self.users.borrow_mut().clear();
+        self.groups.borrow_mut().clear();
+    }
+
+    fn uid(&self, name: &str) -> Result<Option<u32>, Error> {
+        if let Some(id) = self.users.borrow().get(name) {
+            return Ok(*id);
+        }
+        let id = self.host.uid_of(name)?;
+        self.users.borrow_mut().insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    fn gid(&self, name: &str) -> Result<Option<u32>, Error> {
+        if let Some(id) = self.groups.borrow().get(name) {
+            return Ok(*id);
+        }
+        let id = self.host.gid_of(name)?;
+        self.groups.borrow_mut().insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    fn user_label(&self, uid: u32) -> String {
+        match self.host.user_name(uid) {
+            Ok(Some(name)) => name,
+            _ => uid.to_string(),
+        }
+    }
+
+    fn group_label(&self, gid: u32) -> String {
+        match self.host.group_name(gid) {
+            Ok(Some(name)) => name,
+            _ => gid.to_string(),
+        }
+    }
+
+    /// Captures the original state of `path` before the first change.
+    fn capture(&self, path: &Path, meta: Option<&Meta>) -> Result<(), Error> {
+        if let Some(originals) = self.originals {
+            originals.capture(self.host, path, meta)?;
+        }
+        Ok(())
+    }
+}
+
+/// Owner and group as the machine should have them: resolved ids, or a note when the
+/// name does not exist on this machine (yet).
+struct Ownership {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    /// Names that do not exist here.
+    missing: Vec<String>,
+}
+
+fn resolve_owner(
+    ctx: &Ctx<'_>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> Result<Ownership, Error> {
+    let mut missing = Vec::new();
+    let uid = match owner {
+        None => None,
+        Some(name) => {
+            let id = ctx.uid(name)?;
+            if id.is_none() {
+                missing.push(format!("user {name}"));
+            }
+            id
+        }
+    };
+    let gid = match group {
+        None => None,
+        Some(name) => {
+            let id = ctx.gid(name)?;
+            if id.is_none() {
+                missing.push(format!("group {name}"));
+            }
+            id
+        }
+    };
+    if !missing.is_empty() && !ctx.dry_run {
+        return Err(Error::Refused(format!(
+            "{} does not exist on this machine; create it in an earlier step",
+            missing.join(" and ")
+        )));
+    }
+    Ok(Ownership { uid, gid, missing })
+}
+
+/// Plans a step's resource.
+pub fn plan(kind: &StepKind, ctx: &Ctx<'_>) -> Result<Plan, Error> {
+    match kind {
+        StepKind::File(step) => file::plan_file(step, ctx),
+        StepKind::Template(step) => file::plan_template(step, ctx),
+        StepKind::Directory(step) => directory::plan(step, ctx),
+        StepKind::Symlink(step) => symlink::plan(step, ctx),
+    }
+}
+
+/// Applies a plan made by [`plan`] for the same step.
+pub fn apply(kind: &StepKind, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error> {
+    match kind {
+        StepKind::File(step) => file::apply_file(step, plan, ctx),
+        StepKind::Template(step) => file::apply_template(step, plan, ctx),
+        StepKind::Directory(step) => directory::apply(step, plan, ctx),
+        StepKind::Symlink(step) => symlink::apply(step, plan, ctx),
+    }
+}
+
+/// What a notification does to a step of this kind: `None` when the kind has nothing
+/// to refresh (file-like resources converge the same way whether notified or not).
+#[must_use]
+pub fn refresh_action(kind: &StepKind) -> Option<&'static str> {
+    match kind {
+        StepKind::File(_)
+        | StepKind::Template(_)
+        | StepKind::Directory(_)
+        | StepKind::Symlink(_) => None,
+    }
+}
+
+/// A short description of what a step manages, for output: `file /etc/motd`.
+#[must_use]
+pub fn describe(kind: &StepKind) -> String {
+    match kind {
+        StepKind::File(s) => format!("file {}", s.path),
+        StepKind::Template(s) => format!("template {}", s.path),
+        StepKind::Directory(s) => format!("directory {}", s.path),
+        StepKind::Symlink(s) => format!("symlink {}", s.path),
+    }
+}
+
+fn kind_name(meta: &Meta) -> &'static str {
+    match meta.kind {
+        host::Kind::File => "a regular file",
+        host::Kind::Dir => "a directory",
+        host::Kind::Symlink => "a symbolic link",
+        host::Kind::Other => "a special file",
+    }
+}
+
+fn mode_str(mode: u32) -> String {
+    format!("{mode:04o}")
+}
+
+/// "user alice does not exist on this machine yet", or "... do not exist ..." for two.
+fn missing_names(missing: &[String]) -> String {
+    let verb = if missing.len() > 1 { "do" } else { "does" };
+    format!(
+        "{} {verb} not exist on this machine yet",
+        missing.join(" and ")
+    )
+}

@@ -89,7 +89,9 @@ pub fn context(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Value {
 pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catalog, Diagnostics> {
     let mut errors = Diagnostics::default();
     let base = context(repo, sel, facts);
-    let base_ctx = Context::wraps(&base).expect("a JSON value always serializes");
+    // The context is built once per host and moved, not copied, into Handlebars.
+    let mut base_ctx = Context::from(base);
+    let base: &Value = base_ctx.data();
 
     let defs: Vec<&StepDef> = sel
         .roles
@@ -138,7 +140,7 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
             ));
             continue;
         }
-        let instances = match instances(def, &base) {
+        let instances = match instances(def, base) {
             Ok(i) => i,
             Err(d) => {
                 errors.push(d);
@@ -149,18 +151,16 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
         let mut skipped_here = 0;
         for (label, item) in instances {
             let owned;
-            let (ctx_json, ctx) = match &item {
-                None => (&base, &base_ctx),
+            let ctx = match &item {
+                None => &base_ctx,
                 Some(item) => {
                     let mut v = base.clone();
                     v["item"] = item.clone();
-                    owned = (
-                        Context::wraps(&v).expect("a JSON value always serializes"),
-                        v,
-                    );
-                    (&owned.1, &owned.0)
+                    owned = Context::from(v);
+                    &owned
                 }
             };
+            let ctx_json = ctx.data();
             let mut when_left = None;
             if let Some(w) = &def.when {
                 match decide(w, ctx_json) {
@@ -204,7 +204,7 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
     if errors.is_empty() {
         Ok(Catalog {
             host: sel.clone(),
-            context: base,
+            context: std::mem::take(base_ctx.data_mut()),
             steps,
         })
     } else {

@@ -153,6 +153,10 @@ fn commands_of_later_releases_say_so_and_exit_1() {
     for args in [vec!["status"], vec!["enable"], vec!["--repo", "."]] {
         let run = AgentTest::new().args(&args).run();
         assert_eq!(run.code, 1, "{args:?}");
-        assert!(run.stderr.contains("not implemented yet"), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("not implemented yet"),
+            "{args:?}: {}",
+            run.stderr
+        );
     }
 }

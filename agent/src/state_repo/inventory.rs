@@ -38,14 +38,26 @@ pub struct RoleRef {
 pub struct HostPattern {
     pub pattern: String,
     pub pos: Pos,
+    /// The pattern lower-cased, as characters: matching runs for every host of a fleet.
+    chars: Vec<char>,
 }
 
 impl HostPattern {
     #[must_use]
+    pub fn new(pattern: String, pos: Pos) -> Self {
+        let chars = pattern.to_lowercase().chars().collect();
+        Self {
+            pattern,
+            pos,
+            chars,
+        }
+    }
+
+    /// Whether `host` (a lower-case short name, see `state_repo::short_name`) matches.
+    #[must_use]
     pub fn matches(&self, host: &str) -> bool {
-        let p: Vec<char> = self.pattern.to_lowercase().chars().collect();
-        let h: Vec<char> = host.to_lowercase().chars().collect();
-        glob_match(&p, &h)
+        let h: Vec<char> = host.chars().collect();
+        glob_match(&self.chars, &h)
     }
 }
 
@@ -126,7 +138,7 @@ pub fn parse(env: &str, file: &str, text: &str) -> Result<Inventory, Diagnostic>
                 )
                 .hint("use host names, `*`, `?` and classes like `[0-9]`"));
             }
-            hosts.push(HostPattern { pattern, pos: hpos });
+            hosts.push(HostPattern::new(pattern, hpos));
         }
         out.push(Group {
             name,
@@ -235,17 +247,14 @@ mod tests {
     use super::*;
 
     fn pat(p: &str) -> HostPattern {
-        HostPattern {
-            pattern: p.to_owned(),
-            pos: Pos::default(),
-        }
+        HostPattern::new(p.to_owned(), Pos::default())
     }
 
     #[test]
     fn globs() {
         let cases = [
             ("media-01", "media-01", true),
-            ("media-01", "MEDIA-01", true),
+            ("MEDIA-01", "media-01", true),
             ("media-*", "media-02", true),
             ("media-*", "media-", true),
             ("media-*", "ha-01", false),

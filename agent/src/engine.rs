@@ -57,6 +57,8 @@ pub struct StepReport {
     /// Steps that changed and notify this one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notified_by: Vec<String>,
+    /// Whether the step changed the machine, even if it then failed.
+    pub modified: bool,
 }
 
 impl StepReport {
@@ -172,8 +174,9 @@ pub fn run(catalog: &Catalog, ctx: &Ctx<'_>, options: &Options) -> Result<RunRep
             Status::Changed | Status::Pending => entry.changed = true,
             Status::Failed => {
                 entry.failed = true;
-                // A step that failed half-way may have changed something.
-                entry.changed |= !report.changes.is_empty();
+                // A step that failed half-way may have changed something; one that
+                // failed before touching the machine has not.
+                entry.changed |= report.modified;
             }
             Status::Skipped => entry.skipped += 1,
             Status::InSync => {}
@@ -208,6 +211,7 @@ fn run_step(
         changes: Vec::new(),
         error: None,
         notified_by: Vec::new(),
+        modified: false,
     };
     let Some(desired) = &step.desired else {
         report.reason = step.skipped.clone().or_else(|| Some("skipped".to_owned()));
@@ -272,8 +276,12 @@ fn run_step(
     if let Err(e) = resource::apply(desired, &plan, ctx) {
         report.status = Status::Failed;
         report.error = Some(e.to_string());
+        // Did anything apply before the failure? Whatever differs less than it did.
+        report.modified =
+            resource::plan(desired, ctx).map_or(true, |after| after.changes != plan.changes);
         return report;
     }
+    report.modified = true;
     match resource::plan(desired, ctx) {
         Ok(after) if after.is_in_sync() => report.status = Status::Changed,
         Ok(after) => {

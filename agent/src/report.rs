@@ -50,6 +50,9 @@ pub fn text(out: &mut dyn Write, host: &str, env: &str, report: &RunReport) -> s
     for step in &report.steps {
         let name = step.name();
         match step.status {
+            Status::InSync if !step.notified_by.is_empty() => {
+                writeln!(out, "{name} ({}): in sync", step.resource)?;
+            }
             Status::InSync => {}
             Status::Changed | Status::Pending => {
                 let verb = if step.status == Status::Pending {

@@ -6,6 +6,8 @@
     reason = "each test file uses a different part of the support module"
 )]
 
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -111,4 +113,65 @@ pub fn write(root: &Path, path: &str, text: &str) {
     let full = root.join(path);
     std::fs::create_dir_all(full.parent().expect("files live in a directory")).expect("mkdir");
     std::fs::write(full, text).expect("write a fixture file");
+}
+
+// ---- snapshots of the filesystem, to prove a run changed nothing ----
+
+/// 64-bit FNV-1a.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Kind, mode, owner, content hash (or link target), mtime and ctime of `path`;
+/// `"absent"` when it does not exist. A directory's mtime changes when an entry is
+/// created or removed in it, a stray candidate included.
+pub fn describe(path: &Path) -> String {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return "absent".to_owned();
+    };
+    let kind = meta.file_type();
+    let what = if kind.is_symlink() {
+        format!(
+            "link -> {}",
+            std::fs::read_link(path).expect("a link reads").display()
+        )
+    } else if kind.is_dir() {
+        "dir".to_owned()
+    } else if kind.is_file() {
+        format!(
+            "file {:016x}",
+            fnv1a(&std::fs::read(path).expect("a file reads"))
+        )
+    } else {
+        "special".to_owned()
+    };
+    format!(
+        "{what} mode {:o} {}:{} mtime {}.{} ctime {}.{}",
+        meta.permissions().mode(),
+        meta.uid(),
+        meta.gid(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    )
+}
+
+/// `path` and, if it is a directory, everything under it.
+pub fn walk(path: &Path, out: &mut BTreeMap<PathBuf, String>) {
+    out.insert(path.to_owned(), describe(path));
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        for entry in std::fs::read_dir(path).expect("a directory lists") {
+            walk(&entry.expect("an entry").path(), out);
+        }
+    }
+}
+
+/// Every path under `dir` (and `dir` itself), described.
+pub fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    walk(dir, &mut out);
+    out
 }

@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use super::{
-    Change, ChangeKind, Ctx, Error, Plan, kind_name, missing_names, mode_str, resolve_owner,
+    Change, ChangeKind, Ctx, Error, Plan, attr_changes, kind_name, missing_names, mode_str,
+    resolve_owner,
 };
 use crate::host::Kind;
 use crate::step::Presence;
@@ -69,34 +70,7 @@ pub fn plan(step: &DirectoryStep, ctx: &Ctx<'_>) -> Result<Plan, Error> {
             kind_name(&meta)
         )));
     }
-    let mut changes = Vec::new();
-    if let Some(mode) = step.attrs.mode
-        && meta.mode != mode.0
-    {
-        changes.push(
-            Change::new(ChangeKind::Mode, path).before_after(mode_str(meta.mode), mode.to_string()),
-        );
-    }
-    if let Some(name) = step.attrs.owner.as_deref()
-        && own.uid != Some(meta.uid)
-    {
-        let mut c =
-            Change::new(ChangeKind::Owner, path).before_after(ctx.user_label(meta.uid), name);
-        if own.uid.is_none() {
-            c.note = Some(format!("user {name} does not exist on this machine yet"));
-        }
-        changes.push(c);
-    }
-    if let Some(name) = step.attrs.group.as_deref()
-        && own.gid != Some(meta.gid)
-    {
-        let mut c =
-            Change::new(ChangeKind::Group, path).before_after(ctx.group_label(meta.gid), name);
-        if own.gid.is_none() {
-            c.note = Some(format!("group {name} does not exist on this machine yet"));
-        }
-        changes.push(c);
-    }
+    let changes = attr_changes(ctx, path, &meta, &step.attrs, &own);
     if changes.is_empty() {
         return Ok(Plan::in_sync(format!(
             "{} is a directory with mode {} and owner {}:{}",

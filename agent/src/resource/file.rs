@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use super::{
-    Change, ChangeKind, Ctx, Error, Plan, kind_name, missing_names, mode_str, resolve_owner,
+    Change, ChangeKind, Ctx, Error, Plan, attr_changes, kind_name, missing_names, mode_str,
+    resolve_owner,
 };
 use crate::diff;
 use crate::host::Kind;
@@ -134,43 +135,7 @@ fn plan_present(d: &Desired<'_>, ctx: &Ctx<'_>) -> Result<Plan, Error> {
         change.note = validate_note(d, ctx);
         changes.push(change);
     }
-    if let Some(mode) = d.attrs.mode
-        && meta.mode != mode.0
-    {
-        changes.push(
-            Change::new(ChangeKind::Mode, d.path)
-                .before_after(mode_str(meta.mode), mode.to_string()),
-        );
-    }
-    if let Some(name) = d.attrs.owner.as_deref() {
-        match own.uid {
-            Some(uid) if uid == meta.uid => {}
-            Some(_) => changes.push(
-                Change::new(ChangeKind::Owner, d.path).before_after(ctx.user_label(meta.uid), name),
-            ),
-            None => {
-                let mut c = Change::new(ChangeKind::Owner, d.path)
-                    .before_after(ctx.user_label(meta.uid), name);
-                c.note = Some(format!("user {name} does not exist on this machine yet"));
-                changes.push(c);
-            }
-        }
-    }
-    if let Some(name) = d.attrs.group.as_deref() {
-        match own.gid {
-            Some(gid) if gid == meta.gid => {}
-            Some(_) => changes.push(
-                Change::new(ChangeKind::Group, d.path)
-                    .before_after(ctx.group_label(meta.gid), name),
-            ),
-            None => {
-                let mut c = Change::new(ChangeKind::Group, d.path)
-                    .before_after(ctx.group_label(meta.gid), name);
-                c.note = Some(format!("group {name} does not exist on this machine yet"));
-                changes.push(c);
-            }
-        }
-    }
+    changes.extend(attr_changes(ctx, d.path, &meta, d.attrs, &own));
     if changes.is_empty() {
         return Ok(Plan::in_sync(format!(
             "{} has the desired content ({} bytes), mode {} and owner {}:{}",

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::host::{self, Host, Meta};
 use crate::originals::Originals;
-use crate::step::StepKind;
+use crate::step::{Attrs, StepKind};
 
 /// A failure of a step's resource, in words for the user.
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +259,46 @@ fn resolve_owner(
         )));
     }
     Ok(Ownership { uid, gid, missing })
+}
+
+/// Mode, owner and group differences of an existing path; a name that does not exist
+/// on the machine (possible only in a dry run) gives a change with a note.
+fn attr_changes(
+    ctx: &Ctx<'_>,
+    path: &Path,
+    meta: &Meta,
+    attrs: &Attrs,
+    own: &Ownership,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if let Some(mode) = attrs.mode
+        && meta.mode != mode.0
+    {
+        changes.push(
+            Change::new(ChangeKind::Mode, path).before_after(mode_str(meta.mode), mode.to_string()),
+        );
+    }
+    if let Some(name) = attrs.owner.as_deref()
+        && own.uid != Some(meta.uid)
+    {
+        let mut c =
+            Change::new(ChangeKind::Owner, path).before_after(ctx.user_label(meta.uid), name);
+        if own.uid.is_none() {
+            c.note = Some(format!("user {name} does not exist on this machine yet"));
+        }
+        changes.push(c);
+    }
+    if let Some(name) = attrs.group.as_deref()
+        && own.gid != Some(meta.gid)
+    {
+        let mut c =
+            Change::new(ChangeKind::Group, path).before_after(ctx.group_label(meta.gid), name);
+        if own.gid.is_none() {
+            c.note = Some(format!("group {name} does not exist on this machine yet"));
+        }
+        changes.push(c);
+    }
+    changes
 }
 
 /// Plans a step's resource.

@@ -59,6 +59,10 @@ pub struct StepReport {
     pub notified_by: Vec<String>,
     /// Whether the step changed the machine, even if it then failed.
     pub modified: bool,
+    /// What a notification made the step do (`restarted nginx.service`), or would make
+    /// it do in a dry run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refreshed: Option<String>,
 }
 
 impl StepReport {
@@ -212,6 +216,7 @@ fn run_step(
         error: None,
         notified_by: Vec::new(),
         modified: false,
+        refreshed: None,
     };
     let Some(desired) = &step.desired else {
         report.reason = step.skipped.clone().or_else(|| Some("skipped".to_owned()));
@@ -254,7 +259,34 @@ fn run_step(
         .map(|s| s.id.clone())
         .collect::<Vec<_>>();
     report.notified_by.dedup();
+    let mut report = converge(report, desired, ctx, dry_run);
+    if !report.notified_by.is_empty() && report.status != Status::Failed {
+        // The plan tells a service step whether it was just started (no restart then).
+        let plan = resource::Plan {
+            changes: report.changes.clone(),
+            in_sync: String::new(),
+        };
+        match resource::refresh(desired, &plan, ctx) {
+            Ok(done) => report.refreshed = done,
+            Err(e) => {
+                report.status = Status::Failed;
+                report.error = Some(format!(
+                    "notified by {}, but the refresh failed: {e}",
+                    report.notified_by.join(", ")
+                ));
+            }
+        }
+    }
+    report
+}
 
+/// Plan, apply, re-plan one rendered step.
+fn converge(
+    mut report: StepReport,
+    desired: &crate::step::StepKind,
+    ctx: &Ctx<'_>,
+    dry_run: bool,
+) -> StepReport {
     let plan = match resource::plan(desired, ctx) {
         Ok(plan) => plan,
         Err(e) => {

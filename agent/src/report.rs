@@ -98,7 +98,11 @@ pub fn text(out: &mut dyn Write, host: &str, env: &str, report: &RunReport) -> s
             }
         }
         if !step.notified_by.is_empty() && step.status != Status::Skipped {
-            writeln!(out, "  notified by {}", step.notified_by.join(", "))?;
+            let by = step.notified_by.join(", ");
+            match &step.refreshed {
+                Some(done) => writeln!(out, "  notified by {by}: {done}")?,
+                None => writeln!(out, "  notified by {by}")?,
+            }
         }
     }
     let s = report.summary();

@@ -57,6 +57,7 @@ fn path_of(step: &StepKind) -> &str {
         StepKind::Template(s) => &s.path,
         StepKind::Directory(s) => &s.path,
         StepKind::Symlink(s) => &s.path,
+        other => panic!("not a path resource: {other:?}"),
     }
 }
 

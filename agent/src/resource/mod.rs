@@ -5,14 +5,22 @@
 //! "nothing to do". After `apply` the engine plans again; anything still pending is a
 //! failure of the step.
 
+pub mod authorized_keys;
+pub mod command;
 pub mod directory;
 pub mod file;
+pub mod group;
+pub mod package;
+pub mod service;
 pub mod symlink;
+pub mod user;
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::rc::Rc;
 
 use serde::Serialize;
 
@@ -142,6 +150,7 @@ pub struct Ctx<'a> {
     pub files: &'a FileReader<'a>,
     users: RefCell<HashMap<String, Option<u32>>>,
     groups: RefCell<HashMap<String, Option<u32>>>,
+    memo: RefCell<HashMap<&'static str, Rc<dyn Any>>>,
 }
 
 impl fmt::Debug for Ctx<'_> {
@@ -167,7 +176,33 @@ impl<'a> Ctx<'a> {
             files,
             users: RefCell::default(),
             groups: RefCell::default(),
+            memo: RefCell::default(),
         }
+    }
+
+    /// A value observed once per run and shared by the steps that need it (the dpkg
+    /// database, the state of all systemd units), loaded on first use. A step that
+    /// changes what it describes calls [`Ctx::forget`] so the next step sees the change.
+    pub fn memo<T: 'static>(
+        &self,
+        key: &'static str,
+        load: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<Rc<T>, Error> {
+        if let Some(v) = self.memo.borrow().get(key) {
+            return Rc::clone(v)
+                .downcast::<T>()
+                .map_err(|_| Error::Refused(format!("internal: memo `{key}` holds another type")));
+        }
+        let value = Rc::new(load()?);
+        self.memo
+            .borrow_mut()
+            .insert(key, Rc::clone(&value) as Rc<dyn Any>);
+        Ok(value)
+    }
+
+    /// Drops a memoized observation (see [`Ctx::memo`]).
+    pub fn forget(&self, key: &'static str) {
+        self.memo.borrow_mut().remove(key);
     }
 
     /// Forgets looked-up users and groups (a step may just have created one).
@@ -308,6 +343,12 @@ pub fn plan(kind: &StepKind, ctx: &Ctx<'_>) -> Result<Plan, Error> {
         StepKind::Template(step) => file::plan_template(step, ctx),
         StepKind::Directory(step) => directory::plan(step, ctx),
         StepKind::Symlink(step) => symlink::plan(step, ctx),
+        StepKind::Package(step) => package::plan(step, ctx),
+        StepKind::Service(step) => service::plan(step, ctx),
+        StepKind::Command(step) => command::plan(step, ctx),
+        StepKind::User(step) => user::plan(step, ctx),
+        StepKind::Group(step) => group::plan(step, ctx),
+        StepKind::AuthorizedKeys(step) => authorized_keys::plan(step, ctx),
     }
 }
 
@@ -318,18 +359,32 @@ pub fn apply(kind: &StepKind, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error> {
         StepKind::Template(step) => file::apply_template(step, plan, ctx),
         StepKind::Directory(step) => directory::apply(step, plan, ctx),
         StepKind::Symlink(step) => symlink::apply(step, plan, ctx),
+        StepKind::Package(step) => package::apply(step, plan, ctx),
+        StepKind::Service(step) => service::apply(step, plan, ctx),
+        StepKind::Command(step) => command::apply(step, plan, ctx),
+        StepKind::User(step) => user::apply(step, plan, ctx),
+        StepKind::Group(step) => group::apply(step, plan, ctx),
+        StepKind::AuthorizedKeys(step) => authorized_keys::apply(step, plan, ctx),
     }
 }
 
-/// What a notification does to a step of this kind: `None` when the kind has nothing
-/// to refresh (file-like resources converge the same way whether notified or not).
-#[must_use]
-pub fn refresh_action(kind: &StepKind) -> Option<&'static str> {
+/// What a notified step does when the engine reaches it (service: restart or reload;
+/// command: run even if its guard says it is done). `plan` is the step's plan in this
+/// run, so a service that was just started is not restarted again. In a dry run it
+/// says what it would do and does nothing. `None`: this kind has nothing to refresh
+/// (file-like resources converge the same way whether notified or not).
+pub fn refresh(kind: &StepKind, plan: &Plan, ctx: &Ctx<'_>) -> Result<Option<String>, Error> {
     match kind {
         StepKind::File(_)
         | StepKind::Template(_)
         | StepKind::Directory(_)
-        | StepKind::Symlink(_) => None,
+        | StepKind::Symlink(_) => Ok(None),
+        StepKind::Package(step) => package::refresh(step, plan, ctx),
+        StepKind::Service(step) => service::refresh(step, plan, ctx),
+        StepKind::Command(step) => command::refresh(step, plan, ctx),
+        StepKind::User(step) => user::refresh(step, plan, ctx),
+        StepKind::Group(step) => group::refresh(step, plan, ctx),
+        StepKind::AuthorizedKeys(step) => authorized_keys::refresh(step, plan, ctx),
     }
 }
 
@@ -341,6 +396,12 @@ pub fn describe(kind: &StepKind) -> String {
         StepKind::Template(s) => format!("template {}", s.path),
         StepKind::Directory(s) => format!("directory {}", s.path),
         StepKind::Symlink(s) => format!("symlink {}", s.path),
+        StepKind::Package(s) => package::describe(s),
+        StepKind::Service(s) => service::describe(s),
+        StepKind::Command(s) => command::describe(s),
+        StepKind::User(s) => user::describe(s),
+        StepKind::Group(s) => group::describe(s),
+        StepKind::AuthorizedKeys(s) => authorized_keys::describe(s),
     }
 }
 

@@ -4,11 +4,17 @@
 //! Adding a step type: write `step/<type>.rs` with its `KEYS` and `build`, add a
 //! variant to [`StepKind`] and a row to [`KINDS`].
 
+pub mod authorized_keys;
+pub mod command;
 pub mod directory;
 pub mod fields;
 pub mod file;
+pub mod group;
+pub mod package;
+pub mod service;
 pub mod symlink;
 pub mod template;
+pub mod user;
 
 use std::fmt;
 
@@ -59,6 +65,12 @@ pub enum StepKind {
     Template(template::TemplateStep),
     Directory(directory::DirectoryStep),
     Symlink(symlink::SymlinkStep),
+    Package(package::PackageStep),
+    Service(service::ServiceStep),
+    Command(command::CommandStep),
+    User(user::UserStep),
+    Group(group::GroupStep),
+    AuthorizedKeys(authorized_keys::AuthorizedKeysStep),
 }
 
 /// Whether a file-like resource should exist.

@@ -11,6 +11,20 @@ pub const DEFAULT_PATH: &str = "/etc/infra-agent/agent.toml";
 /// Where the agent keeps its records when agent.toml does not say.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/infra-agent";
 
+/// Package lists older than this many seconds are refreshed before installing.
+pub const DEFAULT_APT_LISTS_MAX_AGE: u64 = 3600;
+
+/// Which program installs packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PackageManager {
+    /// nala where it is installed, apt-get elsewhere.
+    #[default]
+    Nala,
+    /// apt-get even where nala is installed.
+    Apt,
+}
+
 /// Validated agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
@@ -19,6 +33,8 @@ pub struct AgentConfig {
     /// The name to select in the inventory instead of the machine's hostname.
     pub hostname: Option<String>,
     pub state_dir: PathBuf,
+    pub package_manager: PackageManager,
+    pub apt_lists_max_age: u64,
 }
 
 impl Default for AgentConfig {
@@ -27,6 +43,8 @@ impl Default for AgentConfig {
             repository: None,
             hostname: None,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            package_manager: PackageManager::default(),
+            apt_lists_max_age: DEFAULT_APT_LISTS_MAX_AGE,
         }
     }
 }
@@ -36,6 +54,8 @@ struct ConfigSpec {
     repository: Option<String>,
     hostname: Option<String>,
     state_dir: Option<PathBuf>,
+    package_manager: Option<PackageManager>,
+    apt_lists_max_age: Option<u64>,
     #[serde(flatten)]
     unknown: toml::Table,
 }
@@ -72,6 +92,8 @@ pub fn parse(text: &str) -> Result<(AgentConfig, Vec<String>), String> {
             state_dir: spec
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            package_manager: spec.package_manager.unwrap_or_default(),
+            apt_lists_max_age: spec.apt_lists_max_age.unwrap_or(DEFAULT_APT_LISTS_MAX_AGE),
         },
         warnings,
     ))

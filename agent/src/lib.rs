@@ -85,7 +85,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
                 only: cli.only.clone(),
                 format: cli.common.format,
             };
-            once::once(&args, &host, &config.state_dir, &mut out, &mut err)?
+            once::once(&args, &host, &config, &mut out, &mut err)?
         }
         None => not_yet(
             &mut err,

@@ -7,13 +7,13 @@ use anyhow::{Context as _, Result};
 
 use crate::catalog;
 use crate::cli::{Format, exit};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, PackageManager};
 use crate::diag::Diagnostics;
 use crate::engine::{self, Options};
 use crate::host::Host;
 use crate::originals::Originals;
 use crate::report;
-use crate::resource::Ctx;
+use crate::resource::{Ctx, Settings};
 use crate::state_repo::infra_toml::Version;
 use crate::state_repo::{self, DirSource, RepoSource};
 
@@ -60,7 +60,7 @@ pub fn resolve(
 pub fn once(
     args: &OnceArgs,
     host: &dyn Host,
-    state_dir: &std::path::Path,
+    config: &AgentConfig,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8> {
@@ -83,13 +83,18 @@ pub fn once(
             .read_bytes(&format!("files/{path}"))
             .map_err(|e| e.to_string())
     };
-    let originals = Originals::new(state_dir);
-    let ctx = Ctx::new(
+    let originals = Originals::new(&config.state_dir);
+    let mut ctx = Ctx::new(
         host,
         args.dry_run,
         (!args.dry_run).then_some(&originals),
         &files,
     );
+    ctx.settings = Settings {
+        prefer_apt: config.package_manager == PackageManager::Apt,
+        apt_lists_max_age: std::time::Duration::from_secs(config.apt_lists_max_age),
+        ..Settings::default()
+    };
     let options = Options {
         dry_run: args.dry_run,
         only: args.only.clone(),

@@ -137,6 +137,31 @@ impl Plan {
     }
 }
 
+/// Host settings from agent.toml that resources need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `package_manager = "apt"` in agent.toml: use apt-get even where nala is installed.
+    pub prefer_apt: bool,
+    /// Refresh the package lists when they are older than this (agent.toml
+    /// `apt_lists_max_age`, seconds).
+    pub apt_lists_max_age: std::time::Duration,
+    /// The systemd units every `service` step of this run names, so their state is
+    /// read in one `systemctl show` call.
+    pub services: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            prefer_apt: false,
+            apt_lists_max_age: std::time::Duration::from_secs(
+                crate::config::DEFAULT_APT_LISTS_MAX_AGE,
+            ),
+            services: Vec::new(),
+        }
+    }
+}
+
 /// Reads `files/<path>` of the repository being applied.
 pub type FileReader<'a> = dyn Fn(&str) -> Result<Vec<u8>, String> + 'a;
 
@@ -148,6 +173,7 @@ pub struct Ctx<'a> {
     /// Where originals are captured before a change; `None` only in dry runs.
     pub originals: Option<&'a Originals>,
     pub files: &'a FileReader<'a>,
+    pub settings: Settings,
     users: RefCell<HashMap<String, Option<u32>>>,
     groups: RefCell<HashMap<String, Option<u32>>>,
     memo: RefCell<HashMap<&'static str, Rc<dyn Any>>>,
@@ -174,6 +200,7 @@ impl<'a> Ctx<'a> {
             dry_run,
             originals,
             files,
+            settings: Settings::default(),
             users: RefCell::default(),
             groups: RefCell::default(),
             memo: RefCell::default(),

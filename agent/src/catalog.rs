@@ -91,7 +91,6 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
     let base = context(repo, sel, facts);
     // The context is built once per host and moved, not copied, into Handlebars.
     let mut base_ctx = Context::from(base);
-    let base: &Value = base_ctx.data();
 
     let defs: Vec<&StepDef> = sel
         .roles
@@ -140,7 +139,7 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
             ));
             continue;
         }
-        let instances = match instances(def, base) {
+        let instances = match instances(def, base_ctx.data()) {
             Ok(i) => i,
             Err(d) => {
                 errors.push(d);
@@ -150,16 +149,10 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
         let total = instances.len();
         let mut skipped_here = 0;
         for (label, item) in instances {
-            let owned;
-            let ctx = match &item {
-                None => &base_ctx,
-                Some(item) => {
-                    let mut v = base.clone();
-                    v["item"] = item.clone();
-                    owned = Context::from(v);
-                    &owned
-                }
-            };
+            // `item` is set in the host's context for each instance rather than copying
+            // the whole context (all of the host's data) per instance.
+            set_item(&mut base_ctx, item.as_ref());
+            let ctx = &base_ctx;
             let ctx_json = ctx.data();
             let mut when_left = None;
             if let Some(w) = &def.when {
@@ -197,6 +190,7 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
                 Err(d) => errors.push(d),
             }
         }
+        set_item(&mut base_ctx, None);
         if total > 0 && skipped_here == total {
             skipped_ids.insert(&def.id);
         }
@@ -209,6 +203,20 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
         })
     } else {
         Err(errors)
+    }
+}
+
+/// Sets (or removes) `item` in a context.
+fn set_item(ctx: &mut Context, item: Option<&Value>) {
+    if let Some(map) = ctx.data_mut().as_object_mut() {
+        match item {
+            Some(item) => {
+                map.insert("item".to_owned(), item.clone());
+            }
+            None => {
+                map.remove("item");
+            }
+        }
     }
 }
 

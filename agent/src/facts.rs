@@ -2,6 +2,8 @@
 //!
 //! Names here are a contract: later releases add facts but never rename these.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 /// The facts of one host.
@@ -14,6 +16,15 @@ pub struct Facts {
     pub arch: String,
     /// Whether systemd is PID 1.
     pub systemd: bool,
+    /// Installed packages (dpkg state `installed`): name → version, as the run starts.
+    /// An instance of a foreign architecture is keyed `name:arch` (`libc6:i386`).
+    pub packages: BTreeMap<String, String>,
+    /// Total memory in MiB (`MemTotal` of `/proc/meminfo`).
+    pub memory_mb: u64,
+    /// CPUs this agent may use (affinity and cgroup quota included).
+    pub cpus: u64,
+    /// Whether `/run/reboot-required` exists (a package asked for a reboot).
+    pub reboot_required: bool,
 }
 
 /// From `/etc/os-release`.
@@ -29,7 +40,8 @@ pub struct OsFacts {
 
 impl Facts {
     /// The facts `check` renders with, since it runs offline on any machine: the host's
-    /// own name and a Debian 12 `x86_64` systemd machine for the rest.
+    /// own name and a Debian 12 `x86_64` systemd machine for the rest: 1 CPU, 1024 MiB,
+    /// no packages, no reboot required.
     #[must_use]
     pub fn placeholder(hostname: &str) -> Self {
         Self {
@@ -41,6 +53,10 @@ impl Facts {
             },
             arch: "x86_64".to_owned(),
             systemd: true,
+            packages: BTreeMap::new(),
+            memory_mb: 1024,
+            cpus: 1,
+            reboot_required: false,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod diff;
+pub mod dpkg;
 pub mod engine;
 pub mod facts;
 pub mod host;

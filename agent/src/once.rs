@@ -93,7 +93,7 @@ pub fn once(
     ctx.settings = Settings {
         prefer_apt: config.package_manager == PackageManager::Apt,
         apt_lists_max_age: std::time::Duration::from_secs(config.apt_lists_max_age),
-        ..Settings::default()
+        services: crate::resource::service::units(&catalog),
     };
     let options = Options {
         dry_run: args.dry_run,

@@ -11,6 +11,117 @@ use serde_json::Value;
 #[derive(Debug)]
 pub struct Renderer {
     hb: Handlebars<'static>,
+    /// Templates that are only text and `{{path}}` substitutions, the shape of nearly
+    /// every step field (`/home/{{data.admin.user}}/.zshrc`). Handlebars' parser costs
+    /// far more than rendering them, and an agent run compiles every field of the
+    /// repository, so these are rendered here with the same strict rules and output.
+    simple: std::collections::HashMap<String, Vec<Piece>>,
+    /// Templates handed to [`Renderer::defer`], compiled together by
+    /// [`Renderer::compile_pending`].
+    pending: Vec<(String, String, Origin)>,
+}
+
+/// Where a deferred template was written, to report its syntax errors there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    /// The position of a step field's value; `None` for a file under `templates/`.
+    pub pos: Option<crate::diag::Pos>,
+    /// The step field's key.
+    pub key: Option<&'static str>,
+}
+
+/// A part of a simple template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    /// A dotted path from a context root, with its 1-based line and column.
+    Var {
+        path: String,
+        line: usize,
+        column: usize,
+    },
+}
+
+/// Splits `text` into pieces when it is a simple template: text and `{{ root.a.b }}`
+/// with `root` one of the context roots and names made of letters, digits, `_` and `-`.
+/// Anything else (blocks, helpers, escapes, `this`, `../`, numeric segments) is `None`
+/// and goes to Handlebars.
+fn simple_pieces(text: &str) -> Option<Vec<Piece>> {
+    if text.contains("\\{{") || text.contains("{{{") {
+        return None;
+    }
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    let mut consumed = 0;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            pieces.push(Piece::Text(rest[..open].to_owned()));
+        }
+        let after = &rest[open + 2..];
+        let close = after.find("}}")?;
+        let path = after[..close].trim();
+        let mut segments = path.split('.');
+        let root = segments.next()?;
+        if !["data", "facts", "host", "item"].contains(&root)
+            || !path.split('.').all(|seg| {
+                seg.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+        {
+            return None;
+        }
+        let offset = consumed + open;
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count()
+            + 1;
+        pieces.push(Piece::Var {
+            path: path.to_owned(),
+            line,
+            column,
+        });
+        let used = open + 2 + close + 2;
+        consumed += used;
+        rest = &rest[used..];
+    }
+    if rest.contains("}}") {
+        return None;
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest.to_owned()));
+    }
+    Some(pieces)
+}
+
+fn render_simple(pieces: &[Piece], ctx: &Context) -> Result<String, Box<RenderError>> {
+    let mut out = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Var { path, line, column } => {
+                let value = path.split('.').try_fold(ctx.data(), |v, seg| v.get(seg));
+                let Some(v) = value else {
+                    let mut e: RenderError =
+                        RenderErrorReason::MissingVariable(Some(path.clone())).into();
+                    e.line_no = Some(*line);
+                    e.column_no = Some(*column);
+                    return Err(Box::new(e));
+                };
+                out.push_str(&v.render());
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Default for Renderer {
@@ -32,7 +143,11 @@ impl Renderer {
         hb.register_helper("join", Box::new(ValueHelper(join_helper)));
         hb.register_helper("eq", Box::new(ValueHelper(eq_helper)));
         hb.register_helper("ne", Box::new(ValueHelper(ne_helper)));
-        Self { hb }
+        Self {
+            hb,
+            simple: std::collections::HashMap::new(),
+            pending: Vec::new(),
+        }
     }
 
     /// Compiles and registers a template under `name`.
@@ -41,19 +156,82 @@ impl Renderer {
         name: &str,
         text: &str,
     ) -> Result<(), Box<handlebars::TemplateError>> {
+        if let Some(pieces) = simple_pieces(text) {
+            self.simple.insert(name.to_owned(), pieces);
+            return Ok(());
+        }
         self.hb
             .register_template_string(name, text)
             .map_err(Box::new)
     }
 
+    /// Registers a template to be compiled by [`Renderer::compile_pending`]. Simple
+    /// templates need no compiling and are ready at once.
+    pub fn defer(&mut self, name: &str, text: &str, origin: Origin) {
+        if let Some(pieces) = simple_pieces(text) {
+            self.simple.insert(name.to_owned(), pieces);
+        } else {
+            self.pending
+                .push((name.to_owned(), text.to_owned(), origin));
+        }
+    }
+
+    /// Compiles the deferred templates, on every processor: Handlebars' parser is the
+    /// largest cost of loading a repository. Returns the templates that do not compile.
+    pub fn compile_pending(&mut self) -> Vec<(Origin, Box<handlebars::TemplateError>)> {
+        type Compiled = (
+            String,
+            Origin,
+            Result<handlebars::Template, handlebars::TemplateError>,
+        );
+        let pending = std::mem::take(&mut self.pending);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, 8);
+        let chunk = pending.len().div_ceil(threads).max(4);
+        let compile = |part: &[(String, String, Origin)]| -> Vec<Compiled> {
+            part.iter()
+                .map(|(name, text, origin)| {
+                    let template = handlebars::Template::compile_with_name(text, name.clone());
+                    (name.clone(), origin.clone(), template)
+                })
+                .collect()
+        };
+        let compiled: Vec<Compiled> = if pending.len() <= chunk {
+            compile(&pending)
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = pending
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(move || compile(part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("compiling a template does not panic"))
+                    .collect()
+            })
+        };
+        let mut errors = Vec::new();
+        for (name, origin, template) in compiled {
+            match template {
+                Ok(t) => self.hb.register_template(&name, t),
+                Err(e) => errors.push((origin, Box::new(e))),
+            }
+        }
+        errors
+    }
+
     /// Renders a registered template.
     pub fn render(&self, name: &str, ctx: &Context) -> Result<String, Box<RenderError>> {
+        if let Some(pieces) = self.simple.get(name) {
+            return render_simple(pieces, ctx);
+        }
         self.hb.render_with_context(name, ctx).map_err(Box::new)
     }
 
     #[must_use]
     pub fn has_template(&self, name: &str) -> bool {
-        self.hb.has_template(name)
+        self.simple.contains_key(name) || self.hb.has_template(name)
     }
 }
 
@@ -230,6 +408,52 @@ mod tests {
         }))
         .unwrap();
         r.render("t", &ctx).map_err(|e| describe(&e).0)
+    }
+
+    /// The fast path for simple templates renders exactly what Handlebars renders, and
+    /// fails where Handlebars fails, at the same place with the same message.
+    #[test]
+    fn simple_templates_match_handlebars() {
+        let ctx = Context::wraps(json!({
+            "data": {"a": "x=y&<b>", "n": 8080, "f": 1.5, "t": true, "z": null, "list": [1, "two"],
+                     "obj": {"k": "v"}, "dash-key": "d", "u_s": "u"},
+            "item": {"name": "alice"},
+        }))
+        .unwrap();
+        let templates = [
+            "plain text",
+            "/home/{{data.a}}/x",
+            "{{ data.n }}:{{data.f}} {{data.t}} [{{data.z}}]",
+            "{{data.list}} {{data.obj}}",
+            "{{data.dash-key}}{{data.u_s}}",
+            "line1\n{{item.name}}\nline3 {{data.missing}}",
+            "a {{data.obj.nope}}",
+        ];
+        for t in templates {
+            assert!(simple_pieces(t).is_some(), "{t} should take the fast path");
+            let mut fast = Renderer::new();
+            fast.register("t", t).unwrap();
+            let mut slow = Renderer::new();
+            slow.hb.register_template_string("t", t).unwrap();
+            let (a, b) = (fast.render("t", &ctx), slow.render("t", &ctx));
+            match (a, b) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{t}"),
+                (Err(a), Err(b)) => assert_eq!(describe(&a), describe(&b), "{t}"),
+                (a, b) => panic!("{t}: fast {a:?} vs handlebars {b:?}"),
+            }
+        }
+        for t in [
+            "{{#if data.a}}x{{/if}}",
+            "{{default data.a \"b\"}}",
+            "\\{{data.a}}",
+            "{{this}}",
+            "{{data.list.0}}",
+            "{{../data}}",
+            "a }} b",
+            "{{{data.a}}}",
+        ] {
+            assert!(simple_pieces(t).is_none(), "{t} must go to Handlebars");
+        }
     }
 
     #[test]

@@ -68,6 +68,11 @@ pub fn text(out: &mut dyn Write, host: &str, env: &str, report: &RunReport) -> s
                             writeln!(out, "    {line}")?;
                         }
                     }
+                    if let Some(output) = &change.output {
+                        for line in output.lines() {
+                            writeln!(out, "    | {line}")?;
+                        }
+                    }
                 }
             }
             Status::Failed => {

@@ -5,7 +5,10 @@
 //! errors a POSIX filesystem would give, and records every mutation as a readable
 //! line (`"write /etc/motd"`, `"chmod /etc/motd 0640"`) and every command it was asked
 //! to run. Commands are not run: their results are scripted (exit 0 with no output
-//! unless told otherwise). Faults can be injected per operation and path.
+//! unless told otherwise), or given by an effect that may change the fake (`useradd`
+//! adding a line to /etc/passwd). Users and groups are those added with `with_user`
+//! and `with_group`, then those of the fake's own /etc/passwd and /etc/group.
+//! Faults can be injected per operation and path.
 //!
 //! Symbolic links are followed only by `read_file` (as `open` would); intermediate
 //! path components are never resolved.
@@ -132,11 +135,15 @@ pub enum Op {
 }
 
 type Predicate = Box<dyn Fn(&Cmd) -> bool + Send + Sync>;
+type Effect = std::sync::Arc<dyn Fn(&FakeHost, &Cmd) -> CmdOutput + Send + Sync>;
 
 struct Script {
     what: String,
     matches: Predicate,
     output: CmdOutput,
+    /// Acts on the fake (e.g. `useradd` adding a line to /etc/passwd) and gives the
+    /// output; replaces `output` when set.
+    effect: Option<Effect>,
 }
 
 impl fmt::Debug for Script {
@@ -159,6 +166,8 @@ struct State {
     scripts: Vec<Script>,
     faults: Vec<(Op, PathBuf)>,
     next_tmp: u64,
+    /// Modification times set with `with_mtime`/`set_mtime`; other paths report the epoch.
+    mtimes: BTreeMap<PathBuf, std::time::SystemTime>,
 }
 
 /// An in-memory machine. See the module documentation.
@@ -206,6 +215,7 @@ impl FakeHost {
                 scripts: Vec::new(),
                 faults: Vec::new(),
                 next_tmp: 1,
+                mtimes: BTreeMap::new(),
             }),
         }
     }
@@ -292,6 +302,14 @@ impl FakeHost {
         self
     }
 
+    /// Sets the modification time `modified` reports for `path` (which must exist
+    /// when asked; paths without one report the Unix epoch).
+    #[must_use]
+    pub fn with_mtime(self, path: impl AsRef<Path>, time: std::time::SystemTime) -> Self {
+        self.set_mtime(path, time);
+        self
+    }
+
     #[must_use]
     pub fn with_facts(mut self, facts: Facts) -> Self {
         self.state_mut().facts = facts;
@@ -318,6 +336,26 @@ impl FakeHost {
             what: what.to_owned(),
             matches: Box::new(matches),
             output,
+            effect: None,
+        });
+        self
+    }
+
+    /// Every command whose program is `program` runs `effect`, which may change the
+    /// fake (through [`FakeHost::set_node`] and the other methods usable during a
+    /// test) and returns the command's output. Scripts added later win.
+    #[must_use]
+    pub fn with_command_effect(
+        mut self,
+        program: &str,
+        effect: impl Fn(&FakeHost, &Cmd) -> CmdOutput + Send + Sync + 'static,
+    ) -> Self {
+        let wanted = program.to_owned();
+        self.state_mut().scripts.push(Script {
+            what: program.to_owned(),
+            matches: Box::new(move |cmd| cmd.program == wanted),
+            output: CmdOutput::default(),
+            effect: Some(std::sync::Arc::new(effect)),
         });
         self
     }
@@ -351,6 +389,11 @@ impl FakeHost {
             Some(node) => st.fs.insert(path.as_ref().to_owned(), node),
             None => st.fs.remove(path.as_ref()),
         };
+    }
+
+    /// Sets the modification time of `path` (see [`FakeHost::with_mtime`]), unlogged.
+    pub fn set_mtime(&self, path: impl AsRef<Path>, time: std::time::SystemTime) {
+        self.state().mtimes.insert(path.as_ref().to_owned(), time);
     }
 
     /// Forgets the mutation and command logs.
@@ -453,6 +496,21 @@ impl State {
     fn log(&mut self, line: String) {
         self.mutations.push(line);
     }
+
+    /// `(name, id)` of every entry of the fake's /etc/passwd or /etc/group, when it has
+    /// one: users and groups come from these files too, as NSS `files` would give them.
+    fn id_db(&self, path: &str) -> impl Iterator<Item = (String, u32)> + '_ {
+        let text = match self.fs.get(Path::new(path)) {
+            Some(Node::File { content, .. }) => std::str::from_utf8(content).unwrap_or(""),
+            _ => "",
+        };
+        text.lines().filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let id = fields.nth(1)?.parse().ok()?;
+            Some((name.to_owned(), id))
+        })
+    }
 }
 
 impl Host for FakeHost {
@@ -485,6 +543,17 @@ impl Host for FakeHost {
         Err(errno("read", path, Errno::ELOOP))
     }
 
+    fn modified(&self, path: &Path) -> Result<Option<std::time::SystemTime>, Error> {
+        let st = self.state();
+        st.fault(Op::Lstat, path)?;
+        Ok(st.fs.contains_key(path).then(|| {
+            st.mtimes
+                .get(path)
+                .copied()
+                .unwrap_or(std::time::UNIX_EPOCH)
+        }))
+    }
+
     fn read_link(&self, path: &Path) -> Result<PathBuf, Error> {
         let st = self.state();
         st.fault(Op::Read, path)?;
@@ -514,29 +583,49 @@ impl Host for FakeHost {
     }
 
     fn uid_of(&self, user: &str) -> Result<Option<u32>, Error> {
-        Ok(self.state().users.get(user).copied())
+        let st = self.state();
+        Ok(st.users.get(user).copied().or_else(|| {
+            st.id_db("/etc/passwd")
+                .find(|(n, _)| n == user)
+                .map(|(_, id)| id)
+        }))
     }
 
     fn gid_of(&self, group: &str) -> Result<Option<u32>, Error> {
-        Ok(self.state().groups.get(group).copied())
+        let st = self.state();
+        Ok(st.groups.get(group).copied().or_else(|| {
+            st.id_db("/etc/group")
+                .find(|(n, _)| n == group)
+                .map(|(_, id)| id)
+        }))
     }
 
     fn user_name(&self, uid: u32) -> Result<Option<String>, Error> {
-        Ok(self
-            .state()
+        let st = self.state();
+        Ok(st
             .users
             .iter()
             .find(|(_, u)| **u == uid)
-            .map(|(n, _)| n.clone()))
+            .map(|(n, _)| n.clone())
+            .or_else(|| {
+                st.id_db("/etc/passwd")
+                    .find(|(_, id)| *id == uid)
+                    .map(|(n, _)| n)
+            }))
     }
 
     fn group_name(&self, gid: u32) -> Result<Option<String>, Error> {
-        Ok(self
-            .state()
+        let st = self.state();
+        Ok(st
             .groups
             .iter()
             .find(|(_, g)| **g == gid)
-            .map(|(n, _)| n.clone()))
+            .map(|(n, _)| n.clone())
+            .or_else(|| {
+                st.id_db("/etc/group")
+                    .find(|(_, id)| *id == gid)
+                    .map(|(n, _)| n)
+            }))
     }
 
     fn stage_file(
@@ -724,21 +813,23 @@ impl Host for FakeHost {
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput, Error> {
         let mut st = self.state();
         st.fault(Op::Run, Path::new(&cmd.program))?;
-        let output = st
-            .scripts
-            .iter()
-            .rev()
-            .find(|s| (s.matches)(cmd))
-            .map_or_else(
-                || CmdOutput {
-                    code: Some(0),
-                    ..CmdOutput::default()
-                },
-                |s| s.output.clone(),
-            );
+        let script = st.scripts.iter().rev().find(|s| (s.matches)(cmd));
+        let effect = script.and_then(|s| s.effect.clone());
+        let output = script.map_or_else(
+            || CmdOutput {
+                code: Some(0),
+                ..CmdOutput::default()
+            },
+            |s| s.output.clone(),
+        );
         st.commands.push(cmd.clone());
         st.log(format!("run {}", cmd.display()));
-        Ok(output)
+        drop(st);
+        // Outside the lock: the effect changes the fake through its public methods.
+        Ok(match effect {
+            Some(effect) => effect(self, cmd),
+            None => output,
+        })
     }
 }
 

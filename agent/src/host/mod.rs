@@ -86,6 +86,14 @@ pub trait Host {
     fn lstat(&self, path: &Path) -> Result<Option<Meta>, Error>;
     /// Content of a regular file.
     fn read_file(&self, path: &Path) -> Result<Vec<u8>, Error>;
+    /// Modification time of `path` (not following a final symbolic link); `None` if
+    /// absent. The default says this host cannot tell.
+    fn modified(&self, path: &Path) -> Result<Option<std::time::SystemTime>, Error> {
+        Err(Error::Other(format!(
+            "cannot read the modification time of {}: not supported by this host",
+            path.display()
+        )))
+    }
     /// Target of a symbolic link.
     fn read_link(&self, path: &Path) -> Result<PathBuf, Error>;
     /// Names of the entries of a directory, sorted.

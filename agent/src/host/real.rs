@@ -91,6 +91,19 @@ impl Host for RealHost {
         std::fs::read(path).map_err(|e| Error::io("read", path, e))
     }
 
+    fn modified(&self, path: &Path) -> Result<Option<SystemTime>, Error> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta
+                .modified()
+                .map(Some)
+                .map_err(|e| Error::io("inspect", path, e)),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                Ok(None)
+            }
+            Err(e) => Err(Error::io("inspect", path, e)),
+        }
+    }
+
     fn read_link(&self, path: &Path) -> Result<PathBuf, Error> {
         std::fs::read_link(path).map_err(|e| Error::io("read link", path, e))
     }
@@ -251,7 +264,44 @@ pub fn gather_facts() -> Result<Facts, Error> {
         os: os_facts(&parse_os_release(&read_os_release()?)),
         arch: uts.machine().to_string_lossy().into_owned(),
         systemd: systemd_is_pid1(),
+        packages: installed_packages()?,
+        memory_mb: memory_mb()?,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+        reboot_required: std::fs::symlink_metadata("/run/reboot-required").is_ok(),
     })
+}
+
+/// `facts.packages` from dpkg's status file; empty where there is no dpkg (not a
+/// Debian-like system). While an interrupted dpkg run left journal entries, the status
+/// file may miss its last changes: good enough for facts, which are a snapshot taken
+/// before any step runs (the `package` step reads the journal-aware state itself).
+fn installed_packages() -> Result<BTreeMap<String, String>, Error> {
+    let path = Path::new(crate::dpkg::STATUS);
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(crate::dpkg::Db::from_status(&String::from_utf8_lossy(&bytes)).versions()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
+/// `MemTotal` of `/proc/meminfo`, in MiB.
+fn memory_mb() -> Result<u64, Error> {
+    let path = Path::new("/proc/meminfo");
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    parse_meminfo_total_mb(&text)
+        .ok_or_else(|| Error::Other(format!("{} has no MemTotal line", path.display())))
+}
+
+/// The `MemTotal:  16318480 kB` line of `/proc/meminfo`, in MiB.
+#[must_use]
+pub fn parse_meminfo_total_mb(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let value: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") | None => Some(value / 1024),
+        _ => None,
+    }
 }
 
 /// Whether systemd is PID 1.
@@ -777,8 +827,30 @@ mod tests {
     }
 
     #[test]
+    fn meminfo() {
+        let text = "MemTotal:       16318480 kB\nMemFree:         1234 kB\n";
+        assert_eq!(parse_meminfo_total_mb(text), Some(15936));
+        assert_eq!(parse_meminfo_total_mb("MemFree: 1 kB\n"), None);
+        assert_eq!(parse_meminfo_total_mb("MemTotal: lots\n"), None);
+    }
+
+    #[test]
+    fn modification_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = RealHost::new();
+        let t = host.modified(dir.path()).unwrap().unwrap();
+        assert!(t <= SystemTime::now());
+        assert_eq!(host.modified(&dir.path().join("nope")).unwrap(), None);
+    }
+
+    #[test]
     fn facts_of_this_machine() {
         let facts = RealHost::new().facts().unwrap();
+        assert!(facts.cpus >= 1, "{facts:?}");
+        assert!(facts.memory_mb > 0, "{facts:?}");
+        if Path::new(crate::dpkg::STATUS).exists() {
+            assert!(facts.packages.contains_key("dpkg"), "{:?}", facts.packages);
+        }
         assert!(!facts.hostname.is_empty());
         assert!(!facts.hostname.contains('.'));
         assert_eq!(facts.hostname, facts.hostname.to_lowercase());

@@ -10,6 +10,7 @@ pub mod command;
 pub mod directory;
 pub mod file;
 pub mod group;
+pub mod lockout;
 pub mod package;
 pub mod service;
 pub mod symlink;
@@ -48,6 +49,23 @@ pub enum ChangeKind {
     Group,
     Target,
     Remove,
+    /// A command to run (`path` is the command line, environment values hidden).
+    Run,
+    /// A user's or group's numeric id (`path` is the name).
+    Uid,
+    Gid,
+    /// A user's login shell, home directory, comment (GECOS) and supplementary groups.
+    Shell,
+    Home,
+    Comment,
+    Groups,
+    /// A systemd unit (`path` is the unit): enabled at boot, disabled, started,
+    /// stopped; `daemon-reload` when its unit file changed on disk.
+    Enable,
+    Disable,
+    Start,
+    Stop,
+    DaemonReload,
 }
 
 /// One difference between the machine and the desired state.
@@ -66,6 +84,9 @@ pub struct Change {
     /// validators): the change is pending on it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What applying it printed (a command's output, trimmed and capped), for the log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 impl Change {
@@ -77,6 +98,7 @@ impl Change {
             after: None,
             diff: None,
             note: None,
+            output: None,
         }
     }
 
@@ -97,6 +119,18 @@ impl fmt::Display for Change {
             ChangeKind::Group => "group",
             ChangeKind::Target => "target",
             ChangeKind::Remove => "remove",
+            ChangeKind::Run => "run",
+            ChangeKind::Uid => "uid",
+            ChangeKind::Gid => "gid",
+            ChangeKind::Shell => "shell",
+            ChangeKind::Home => "home",
+            ChangeKind::Comment => "comment",
+            ChangeKind::Groups => "groups",
+            ChangeKind::Enable => "enable",
+            ChangeKind::Disable => "disable",
+            ChangeKind::Start => "start",
+            ChangeKind::Stop => "stop",
+            ChangeKind::DaemonReload => "daemon-reload",
         };
         write!(f, "{what} {}", self.path)?;
         match (&self.before, &self.after) {
@@ -236,6 +270,10 @@ impl<'a> Ctx<'a> {
     pub fn forget_ids(&self) {
         self.users.borrow_mut().clear();
         self.groups.borrow_mut().clear();
+        self.forget("uid-labels");
+        self.forget("gid-labels");
+        self.forget(user::PASSWD_MEMO);
+        self.forget(user::GROUP_MEMO);
     }
 
     fn uid(&self, name: &str) -> Result<Option<u32>, Error> {
@@ -256,18 +294,41 @@ impl<'a> Ctx<'a> {
         Ok(id)
     }
 
+    /// The name of a uid for messages (the number when it has none). Cached per run:
+    /// every in-sync file says who owns it, and each lookup reads the user database.
     fn user_label(&self, uid: u32) -> String {
-        match self.host.user_name(uid) {
-            Ok(Some(name)) => name,
-            _ => uid.to_string(),
-        }
+        let labels = self.memo("uid-labels", || {
+            Ok(RefCell::new(HashMap::<u32, String>::new()))
+        });
+        let Ok(labels) = labels else {
+            return uid.to_string();
+        };
+        labels
+            .borrow_mut()
+            .entry(uid)
+            .or_insert_with(|| match self.host.user_name(uid) {
+                Ok(Some(name)) => name,
+                _ => uid.to_string(),
+            })
+            .clone()
     }
 
+    /// The name of a gid for messages; cached like [`Ctx::user_label`].
     fn group_label(&self, gid: u32) -> String {
-        match self.host.group_name(gid) {
-            Ok(Some(name)) => name,
-            _ => gid.to_string(),
-        }
+        let labels = self.memo("gid-labels", || {
+            Ok(RefCell::new(HashMap::<u32, String>::new()))
+        });
+        let Ok(labels) = labels else {
+            return gid.to_string();
+        };
+        labels
+            .borrow_mut()
+            .entry(gid)
+            .or_insert_with(|| match self.host.group_name(gid) {
+                Ok(Some(name)) => name,
+                _ => gid.to_string(),
+            })
+            .clone()
     }
 
     /// Captures the original state of `path` before the first change.

@@ -14,7 +14,7 @@ mod toml_file;
 use std::collections::BTreeMap;
 
 use crate::diag::{Diagnostic, Diagnostics, Pos, closest};
-use crate::render::Renderer;
+use crate::render::{Origin, Renderer};
 pub use source::{DirSource, RepoSource};
 
 /// A loaded, statically valid state repository.
@@ -159,13 +159,12 @@ pub fn load(source: &dyn RepoSource, agent: infra_toml::Version) -> Result<State
                 let file = format!("templates/{path}");
                 match read(source, &file) {
                     Ok(Some(text)) => {
-                        if let Err(e) = renderer.register(&file, &text) {
-                            let pos = e.pos().map(|(line, column)| Pos { line, column });
-                            errors.push(
-                                Diagnostic::new(&file, pos, format!("template syntax error: {}", e.reason()))
-                                    .hint("see the Templates section of docs/state-repo.md; write \\{{ for a literal {{"),
-                            );
-                        }
+                        let origin = Origin {
+                            file: file.clone(),
+                            pos: None,
+                            key: None,
+                        };
+                        renderer.defer(&file, &text, origin);
                     }
                     Ok(None) => {}
                     Err(d) => errors.push(d),
@@ -192,6 +191,27 @@ pub fn load(source: &dyn RepoSource, agent: infra_toml::Version) -> Result<State
             }
         }
         Err(d) => errors.push(d),
+    }
+
+    for (origin, e) in renderer.compile_pending() {
+        let hint = "see the Templates section of docs/state-repo.md; write \\{{ for a literal {{";
+        let d = if let Some(key) = origin.key {
+            // A step field: the error is at the field's value.
+            Diagnostic::new(
+                &origin.file,
+                origin.pos,
+                format!("`{key}` is not a valid template: {e}"),
+            )
+        } else {
+            // A file under templates/: Handlebars knows the line and column.
+            let pos = e.pos().map(|(line, column)| Pos { line, column });
+            Diagnostic::new(
+                &origin.file,
+                pos,
+                format!("template syntax error: {}", e.reason()),
+            )
+        };
+        errors.push(d.hint(hint));
     }
 
     for inv in &inventories {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diag::{Diagnostic, LineIndex, Pos, closest};
-use crate::render::Renderer;
+use crate::render::{Origin, Renderer};
 use crate::step::{self, COMMON_KEYS, Field, KindSpec};
 use crate::when;
 
@@ -294,7 +294,14 @@ impl StepReader<'_> {
                             }
                             n += 1;
                             let name = format!("{file}:{}:{}#{n}", vpos.line, vpos.column);
-                            renderer.register(&name, text).map_err(|e| e.to_string())?;
+                            // Compiled with all the others once every file is read; a
+                            // syntax error is reported at this field then.
+                            let origin = Origin {
+                                file: file.to_owned(),
+                                pos: Some(vpos),
+                                key: Some(spec.name),
+                            };
+                            renderer.defer(&name, text, origin);
                             Ok(Some(name))
                         };
                         match step::fields::check_shape(spec, value.get_ref(), &mut compile) {

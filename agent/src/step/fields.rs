@@ -25,6 +25,13 @@ pub enum Shape {
     Choice(&'static [&'static str]),
     /// true or false.
     Bool,
+    /// A table of strings, each rendered (environment variables).
+    StrMap,
+    /// A duration string: "30s", "5m", "1h", or seconds ("90").
+    Duration,
+    /// A non-negative integer (ids, counts, seconds); a string that renders to one is
+    /// accepted too, so it can come from a template.
+    Int,
 }
 
 impl Shape {
@@ -38,6 +45,9 @@ impl Shape {
             Shape::Mode => "an octal mode string such as \"0644\"".to_owned(),
             Shape::Choice(c) => format!("one of {}", quote_list(c)),
             Shape::Bool => "true or false".to_owned(),
+            Shape::StrMap => "a table of strings".to_owned(),
+            Shape::Duration => "a duration string such as \"30s\", \"5m\" or \"1h\"".to_owned(),
+            Shape::Int => "a non-negative integer".to_owned(),
         }
     }
 }
@@ -120,6 +130,10 @@ pub fn check_shape(
             (Shape::Mode, T::Integer(_)) => {
                 "a mode is an octal string: write mode = \"0644\"".to_owned()
             }
+            (Shape::Duration, T::Integer(i)) => format!(
+                "a duration is a string with a unit: write {} = \"{i}s\" (or \"5m\", \"1h\")",
+                key.name
+            ),
             _ => format!(
                 "write {} as {}, or {{ data = \"path\" }}",
                 key.name,
@@ -173,8 +187,78 @@ pub fn check_shape(
             Ok(FieldValue::List(out))
         }
         (Shape::Bool, T::Boolean(b)) => Ok(FieldValue::Bool(*b)),
+        (Shape::Duration, T::String(s)) => {
+            if !s.contains("{{") {
+                parse_duration(s).map_err(|e| {
+                    (
+                        format!("`{}`: {e}", key.name),
+                        "write a number with a unit: \"30s\", \"5m\", \"1h\"".to_owned(),
+                    )
+                })?;
+            }
+            text(s, compile)
+        }
+        // A table is kept as a list of [key, value] pairs (keys are not templates), so
+        // rendering needs no new kind of value; `Rendered::opt_str_map` reads it back.
+        (Shape::StrMap, T::Table(table)) => {
+            let mut out = Vec::with_capacity(table.len());
+            for (name, item) in table {
+                match item {
+                    T::String(s) => out.push(FieldValue::List(vec![
+                        FieldValue::Text {
+                            text: name.clone(),
+                            template: None,
+                        },
+                        text(s, compile)?,
+                    ])),
+                    other => {
+                        return Err((
+                            format!(
+                                "`{}.{name}` must be a string, found {}",
+                                key.name,
+                                type_name(other)
+                            ),
+                            format!("quote the value: {name} = \"...\""),
+                        ));
+                    }
+                }
+            }
+            Ok(FieldValue::List(out))
+        }
+        (Shape::Int, T::Integer(i)) if *i >= 0 => Ok(FieldValue::Text {
+            text: i.to_string(),
+            template: None,
+        }),
+        (Shape::Int, T::String(s)) if s.contains("{{") || s.parse::<u64>().is_ok() => {
+            text(s, compile)
+        }
         (_, other) => wrong(&type_name(other)),
     }
+}
+
+/// Parses a duration: digits with an optional unit `s`, `m` or `h` (no unit: seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration (a number with the unit s, m or h)");
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(bad()),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(format!(
+            "{text:?} is not a duration: it must be more than 0"
+        ));
+    }
+    n.checked_mul(factor)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long a duration"))
 }
 
 fn type_name(v: &toml::Value) -> String {
@@ -350,6 +434,78 @@ impl Rendered<'_> {
                 "point { data = ... } at a boolean",
             )),
         }
+    }
+
+    /// An optional non-negative integer that fits in a `u32` (uids, gids): written as
+    /// a TOML integer, a string that renders to digits, or a data number.
+    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>, Diagnostic> {
+        let Some((value, pos)) = self.values.get(key) else {
+            return Ok(None);
+        };
+        let parsed = match value {
+            Value::String(s) => s.trim().parse::<u32>().ok(),
+            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            _ => None,
+        };
+        parsed.map(Some).ok_or_else(|| {
+            self.err(
+                *pos,
+                format!("`{key}` must be an integer from 0 to 4294967295, but is {value}"),
+                format!("write {key} = 1001"),
+            )
+        })
+    }
+
+    /// An optional table of strings: as written in the step (pairs, see `check_shape`)
+    /// or a data table whose values are all strings. Sorted by key.
+    pub fn opt_str_map(&self, key: &str) -> Result<Option<BTreeMap<String, String>>, Diagnostic> {
+        let Some((value, pos)) = self.values.get(key) else {
+            return Ok(None);
+        };
+        let bad = |what: String| {
+            self.err(
+                *pos,
+                format!("`{key}` must be a table of strings, but {what}"),
+                "point { data = ... } at a table whose values are strings",
+            )
+        };
+        let mut map = BTreeMap::new();
+        match value {
+            Value::Object(table) => {
+                for (name, v) in table {
+                    let Value::String(s) = v else {
+                        return Err(bad(format!("`{name}` is {v}")));
+                    };
+                    map.insert(name.clone(), s.clone());
+                }
+            }
+            Value::Array(pairs) => {
+                for pair in pairs {
+                    let Some([Value::String(k), Value::String(v)]) =
+                        pair.as_array().map(Vec::as_slice)
+                    else {
+                        return Err(bad(format!("its data value is {value}")));
+                    };
+                    map.insert(k.clone(), v.clone());
+                }
+            }
+            other => return Err(bad(format!("its data value is {other}"))),
+        }
+        Ok(Some(map))
+    }
+
+    /// An optional duration ("30s", "5m", "1h", "90").
+    pub fn opt_duration(&self, key: &str) -> Result<Option<std::time::Duration>, Diagnostic> {
+        let Some(s) = self.opt_str(key)? else {
+            return Ok(None);
+        };
+        parse_duration(&s).map(Some).map_err(|e| {
+            self.err(
+                self.values[key].1,
+                format!("`{key}`: {e}"),
+                "write a number with a unit: \"30s\", \"5m\", \"1h\"",
+            )
+        })
     }
 
     /// Fails when a key is present that only makes sense in another state.

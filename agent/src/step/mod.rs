@@ -39,7 +39,18 @@ pub struct KindSpec {
 }
 
 /// Every step type this agent knows.
-pub static KINDS: &[KindSpec] = &[file::KIND, template::KIND, directory::KIND, symlink::KIND];
+pub static KINDS: &[KindSpec] = &[
+    file::KIND,
+    template::KIND,
+    directory::KIND,
+    symlink::KIND,
+    package::KIND,
+    group::KIND,
+    user::KIND,
+    authorized_keys::KIND,
+    command::KIND,
+    service::KIND,
+];
 
 #[must_use]
 pub fn kind(name: &str) -> Option<&'static KindSpec> {

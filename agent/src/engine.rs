@@ -314,6 +314,13 @@ fn converge(
         return report;
     }
     report.modified = true;
+    // What the step printed (a command's output) belongs in the log, under its change.
+    if let (Some(output), Some(change)) = (
+        resource::command::take_output(ctx),
+        report.changes.last_mut(),
+    ) {
+        change.output = Some(output);
+    }
     match resource::plan(desired, ctx) {
         Ok(after) if after.is_in_sync() => report.status = Status::Changed,
         Ok(after) => {

@@ -787,15 +787,19 @@ fn the_log_shows_what_the_command_printed() {
     assert_eq!(resource::command::take_output(&ctx), None, "taken once");
     assert_eq!(resource::command::describe(cmd), "command migrate");
 
-    // The report prints a change's output under it, and JSON carries it.
-    let mut report = run(&cat, &host, false);
-    report.steps[0].changes[0].output = Some("applied 3 migrations\nok".to_owned());
+    // A run attaches the output to the change; text prints it under the change and
+    // JSON carries it.
+    let report = run(&cat, &host, false);
+    assert_eq!(
+        report.steps[0].changes[0].output.as_deref(),
+        Some("  applied 3 migrations\nok")
+    );
     let out = text(&report);
     assert!(
-        out.contains("  ~ run migrate\n    | applied 3 migrations\n    | ok\n"),
+        out.contains("  ~ run migrate\n    |   applied 3 migrations\n    | ok\n"),
         "{out}"
     );
-    assert!(json(&report).contains("\"output\": \"applied 3 migrations\\nok\""));
+    assert!(json(&report).contains("\"output\": \"  applied 3 migrations\\nok\""));
 }
 
 // ---------------------------------------------------------------------------------

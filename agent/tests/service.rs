@@ -549,10 +549,34 @@ fn plans() {
             systemd: false,
             ..case(
                 "no systemd",
-                enabled_running,
+                enabled_running.clone(),
                 None,
                 Some(Running),
                 Error("systemd is not running on this machine"),
+            )
+        },
+        Case {
+            systemd: false,
+            dry_run: true,
+            ..case(
+                "dry run without systemd: pending, with a note that a real run fails here",
+                enabled_running,
+                Some(true),
+                Some(Running),
+                Changes(vec![
+                    (
+                        Enable,
+                        Some("unknown"),
+                        Some("enabled"),
+                        "a real run of this step fails here",
+                    ),
+                    (
+                        Start,
+                        Some("unknown"),
+                        Some("active"),
+                        "systemd is not running on this machine",
+                    ),
+                ]),
             )
         },
         Case {

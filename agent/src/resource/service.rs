@@ -346,10 +346,9 @@ fn changes_for(step: &ServiceStep, state: &UnitState) -> Result<Vec<Change>, Err
 
 /// Plans a dry run for a unit that does not exist (yet): what would be done once an
 /// earlier step installed it, each change with a note.
-fn plan_missing(step: &ServiceStep) -> Plan {
+fn plan_missing(step: &ServiceStep, before: &str, note: &str) -> Plan {
     let unit = step.unit.as_str();
-    let note =
-        format!("unit {unit} does not exist yet; a package step before this one may install it");
+    let note = note.to_owned();
     let enable = step.enabled.map(|on| {
         if on {
             (ChangeKind::Enable, "enabled")
@@ -365,7 +364,7 @@ fn plan_missing(step: &ServiceStep) -> Plan {
         .into_iter()
         .flatten()
         .map(|(kind, after)| {
-            let mut c = change(kind, unit).before_after("not-found", after);
+            let mut c = change(kind, unit).before_after(before, after);
             c.note = Some(note.clone());
             c
         })
@@ -381,10 +380,25 @@ fn plan_missing(step: &ServiceStep) -> Plan {
 
 pub fn plan(step: &ServiceStep, ctx: &Ctx<'_>) -> Result<Plan, Error> {
     let unit = step.unit.as_str();
+    if ctx.dry_run && !ctx.host.facts()?.systemd {
+        // A dry run on a machine without systemd (a laptop, a build container) still
+        // shows what the step asks for; the real run fails here, as the note says.
+        return Ok(plan_missing(
+            step,
+            "unknown",
+            "systemd is not running on this machine, so a real run of this step fails here",
+        ));
+    }
     let state = observe_for_plan(ctx, unit)?;
     if !state.exists() {
         if ctx.dry_run {
-            return Ok(plan_missing(step));
+            return Ok(plan_missing(
+                step,
+                "not-found",
+                &format!(
+                    "unit {unit} does not exist yet; a package step before this one may install it"
+                ),
+            ));
         }
         return Err(not_found(unit));
     }

@@ -1,10 +1,73 @@
-//! Harness for tests that drive the workspace's real binaries.
+//! Harness for tests that drive the workspace's real binaries, on this machine and in
+//! real Debian containers.
 //!
-//! Tests here run `infra-agent`, `infra-bootstrap` and `infra-stage` as a user would.
-//! The Debian-container harness (systemd, sshd, a git server) joins this crate with
-//! the Debian-hosts release.
+//! Tests here run `infra-agent`, `infra-bootstrap` and `infra-stage` as a user would:
+//! [`binary`] builds them once per test process.
+//!
+//! # Debian containers
+//!
+//! [`TestHost`] is a Debian bookworm container booted with systemd as PID 1 and sshd
+//! running, the recipe of `/work/shared/TEST-HOSTS.md`:
+//!
+//! ```no_run
+//! use integration_tests::{TestHost, write_tree};
+//!
+//! let repo = tempfile::tempdir().unwrap();
+//! write_tree(repo.path(), &[
+//!     ("infra.toml", "format = 1\n"),
+//!     ("inventory/production.toml", "[groups.all]\nroles = [\"motd\"]\n\n[groups.media]\nhosts = [\"media-01\"]\n"),
+//!     ("roles/motd.toml", "[[step]]\nid = \"motd\"\ntype = \"file\"\npath = \"/etc/motd\"\ncontent = \"hi\\n\"\nmode = \"0600\"\n"),
+//! ]);
+//! let host = TestHost::start("media-01"); // booted; infra-agent in /usr/local/bin
+//! host.copy_dir_in(repo.path(), "/srv/state");
+//! let run = host.agent(&["--once", "--repo", "/srv/state"]);
+//! assert_eq!(run.code, 2, "{run}");
+//! assert_eq!(host.exec_ok(&["stat", "-c", "%a", "/etc/motd"]), "600\n");
+//! // dropping `host` removes the container
+//! ```
+//!
+//! - [`Docker::require`] checks once per process that the daemon answers and panics
+//!   with a hint when it does not: container tests never skip. Every `docker` command
+//!   carries `DOCKER_API_VERSION` (the machine's client may be newer than Debian's
+//!   daemon; see [`docker::api_version`]).
+//! - [`base_image`] returns the tag of the base image,
+//!   `home-infra-test/bookworm:<hash of integration-tests/images/bookworm.sh>`,
+//!   building it with debootstrap from the machine's Debian mirror when the tag is
+//!   missing (2 to 4 minutes, once per recipe). A file lock
+//!   ([`image::LOCK_FILE`]) keeps concurrent test processes from building it twice.
+//! - [`TestHost::start`] (or [`TestHost::options`] for another image, a [`Network`],
+//!   or no agent) runs the container, copies the freshly built `infra-agent` into
+//!   `/usr/local/bin`, and waits (bounded) until `systemctl is-system-running` says
+//!   `running` or `degraded`. Then: [`TestHost::exec`], [`TestHost::exec_ok`],
+//!   [`TestHost::sh`], [`TestHost::write_file`], [`TestHost::read_file`],
+//!   [`TestHost::copy_dir_in`], [`TestHost::agent`], [`TestHost::snapshot`] (stat and
+//!   sha256 of paths, to prove a run changed nothing), [`TestHost::ssh_port`] (sshd,
+//!   published on 127.0.0.1), [`TestHost::commit`].
+//! - Every process wait is bounded ([`process::run`]); so is the boot.
+//!
+//! **Names and leftovers.** Containers are named `hit-<run id>-<n>-<hostname>`, the run
+//! id being this test process's (pid and start time), and carry two labels: the owning
+//! process (`pid:start time:pid namespace`) and the creation time. A killed test run
+//! leaves its containers behind; the first [`Docker::require`] of every test process
+//! removes `hit-*` containers and networks whose owning process is gone, and any older
+//! than two hours. Containers of live processes are never touched, so test binaries
+//! and `cargo test` runs may run side by side on one machine.
+//!
+//! **Network.** Containers reach only Debian's package mirror (the machine's own,
+//! from `/etc/apt/sources.list.d/debian.sources`, which the image copies) and each
+//! other; the harness pulls no images.
 
-use std::path::PathBuf;
+pub mod docker;
+pub mod image;
+pub mod process;
+pub mod test_host;
+
+pub use docker::Docker;
+pub use image::base_image;
+pub use process::Output;
+pub use test_host::{HostOptions, Network, TestHost};
+
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The workspace's top directory.
@@ -45,15 +108,13 @@ pub fn binary(name: &str) -> PathBuf {
     target.join("debug").join(name)
 }
 
-/// The one place this crate starts processes.
-pub mod process {
-    /// A command for `program`.
-    #[must_use]
-    pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "this is the harness's process module"
-        )]
-        std::process::Command::new(program)
+/// Writes `files` (path relative to `root`, text) under `root`, creating directories:
+/// a state repository for a test, say.
+pub fn write_tree(root: &Path, files: &[(&str, &str)]) {
+    for (path, text) in files {
+        let full = root.join(path);
+        let dir = full.parent().expect("a file lives in a directory");
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        std::fs::write(&full, text).unwrap_or_else(|e| panic!("write {}: {e}", full.display()));
     }
 }

@@ -14,6 +14,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/infra-agent";
 /// Package lists older than this many seconds are refreshed before installing.
 pub const DEFAULT_APT_LISTS_MAX_AGE: u64 = 3600;
 
+/// How many seconds a package transaction waits for a dpkg lock held by another process.
+pub const DEFAULT_APT_LOCK_TIMEOUT: u64 = 120;
+
 /// Which program installs packages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -35,6 +38,7 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub package_manager: PackageManager,
     pub apt_lists_max_age: u64,
+    pub apt_lock_timeout: u64,
 }
 
 impl Default for AgentConfig {
@@ -45,6 +49,7 @@ impl Default for AgentConfig {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             package_manager: PackageManager::default(),
             apt_lists_max_age: DEFAULT_APT_LISTS_MAX_AGE,
+            apt_lock_timeout: DEFAULT_APT_LOCK_TIMEOUT,
         }
     }
 }
@@ -56,6 +61,7 @@ struct ConfigSpec {
     state_dir: Option<PathBuf>,
     package_manager: Option<PackageManager>,
     apt_lists_max_age: Option<u64>,
+    apt_lock_timeout: Option<u64>,
     #[serde(flatten)]
     unknown: toml::Table,
 }
@@ -94,6 +100,7 @@ pub fn parse(text: &str) -> Result<(AgentConfig, Vec<String>), String> {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             package_manager: spec.package_manager.unwrap_or_default(),
             apt_lists_max_age: spec.apt_lists_max_age.unwrap_or(DEFAULT_APT_LISTS_MAX_AGE),
+            apt_lock_timeout: spec.apt_lock_timeout.unwrap_or(DEFAULT_APT_LOCK_TIMEOUT),
         },
         warnings,
     ))

@@ -93,6 +93,7 @@ pub fn once(
     ctx.settings = Settings {
         prefer_apt: config.package_manager == PackageManager::Apt,
         apt_lists_max_age: std::time::Duration::from_secs(config.apt_lists_max_age),
+        apt_lock_timeout: std::time::Duration::from_secs(config.apt_lock_timeout),
         services: crate::resource::service::units(&catalog),
     };
     let options = Options {

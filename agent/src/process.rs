@@ -4,7 +4,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A command to run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,25 +141,47 @@ pub fn run(cmd: &Cmd) -> std::io::Result<CmdOutput> {
         let _ = stderr.read_to_end(&mut buf);
         buf
     });
-    let started = Instant::now();
+    // A thread waits for the child, so the agent learns of its exit at once rather
+    // than at the next poll; the timeout is a bounded wait on that thread's answer.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
     let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if cmd.timeout.is_some_and(|t| started.elapsed() >= t) {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait()?;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let status = match cmd.timeout {
+        None => rx.recv(),
+        Some(limit) => match rx.recv_timeout(limit) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                kill(pid);
+                rx.recv()
+            }
+            Ok(status) => Ok(status),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(std::sync::mpsc::RecvError),
+        },
+    }
+    .map_err(|_| {
+        std::io::Error::other("the thread waiting for the command ended without an answer")
+    })??;
     Ok(CmdOutput {
         code: status.code(),
         stdout: out_thread.join().unwrap_or_default(),
         stderr: err_thread.join().unwrap_or_default(),
         timed_out,
     })
+}
+
+/// Kills a child that ran out of time. Its waiter has not answered, so it was not
+/// reaped before the timeout; should it exit and be reaped in the instant before the
+/// signal, the pid is not reused that fast.
+fn kill(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 #[cfg(test)]

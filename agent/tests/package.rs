@@ -432,15 +432,28 @@ fn a_held_dpkg_lock_fails_naming_the_lock_and_its_holder() {
     // nala exits 0 even then.
     let h = with_nala(host(&[], FRESH)).with_command("nala", ok(lock));
     let reader = files;
-    let ctx = ctx(&h, false, false, &reader);
+    let mut ctx = ctx(&h, false, false, &reader);
+    // nala does not wait for the lock (regression: it gave up at once): the agent
+    // tries it again every 2 s until apt_lock_timeout (3 s: once).
+    ctx.settings.apt_lock_timeout = Duration::from_secs(3);
     let s = step(&["zsh"]);
     let plan = plan_of(&s, &ctx);
     let err = apply(&s, &plan, &ctx).unwrap_err().to_string();
     assert!(
         err.contains(
-            "the dpkg lock /var/lib/dpkg/lock-frontend is held by process 4242 (unattended-upgr); gave up after waiting up to 120 s"
+            "the dpkg lock /var/lib/dpkg/lock-frontend is held by process 4242 (unattended-upgr); gave up after waiting up to 3 s"
         ),
         "{err}"
+    );
+    let installs = argvs(&h)
+        .iter()
+        .filter(|a| a.iter().any(|w| w == "install"))
+        .count();
+    assert_eq!(
+        installs,
+        2,
+        "nala is tried again once within 3 s: {:?}",
+        argvs(&h)
     );
 }
 

@@ -79,7 +79,8 @@ pub struct Meta {
 
 /// The machine, as the engine and resources see it.
 pub trait Host {
-    /// Facts about the machine (`facts.*`).
+    /// Facts about the machine (`facts.*`), as they were when the run started: gathered
+    /// once per run (a resource that needs the current state observes it itself).
     fn facts(&self) -> Result<Facts, Error>;
 
     /// Metadata of `path` without following a final symbolic link; `None` if absent.

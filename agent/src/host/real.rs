@@ -36,6 +36,9 @@ const CANDIDATE_ATTEMPTS: usize = 32;
 pub struct RealHost {
     /// Test hook: `commit_file` fails without renaming (see [`RealHost::fail_before_commit`]).
     fail_before_commit: bool,
+    /// Facts are gathered once, when first asked: as the run starts. Gathering reads
+    /// the whole dpkg database, and the loader, the engine and several resources ask.
+    facts: std::sync::OnceLock<Facts>,
 }
 
 impl RealHost {
@@ -56,7 +59,11 @@ impl RealHost {
 
 impl Host for RealHost {
     fn facts(&self) -> Result<Facts, Error> {
-        gather_facts()
+        if let Some(facts) = self.facts.get() {
+            return Ok(facts.clone());
+        }
+        let facts = gather_facts()?;
+        Ok(self.facts.get_or_init(|| facts).clone())
     }
 
     fn lstat(&self, path: &Path) -> Result<Option<Meta>, Error> {

@@ -179,6 +179,9 @@ pub struct Settings {
     /// Refresh the package lists when they are older than this (agent.toml
     /// `apt_lists_max_age`, seconds).
     pub apt_lists_max_age: std::time::Duration,
+    /// How long a package transaction waits for the dpkg lock another process holds
+    /// (agent.toml `apt_lock_timeout`, seconds).
+    pub apt_lock_timeout: std::time::Duration,
     /// The systemd units every `service` step of this run names, so their state is
     /// read in one `systemctl show` call.
     pub services: Vec<String>,
@@ -190,6 +193,9 @@ impl Default for Settings {
             prefer_apt: false,
             apt_lists_max_age: std::time::Duration::from_secs(
                 crate::config::DEFAULT_APT_LISTS_MAX_AGE,
+            ),
+            apt_lock_timeout: std::time::Duration::from_secs(
+                crate::config::DEFAULT_APT_LOCK_TIMEOUT,
             ),
             services: Vec::new(),
         }

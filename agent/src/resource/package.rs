@@ -40,8 +40,9 @@ pub const LISTS_PARTIAL: &str = "/var/lib/apt/lists/partial";
 /// Touched after every successful update where `update-notifier-common` is installed
 /// (Ubuntu): when present, also a sign of a recent refresh.
 pub const UPDATE_STAMP: &str = "/var/lib/apt/periodic/update-success-stamp";
-/// How long apt and nala wait for the dpkg lock held by another process.
-pub const LOCK_TIMEOUT: Duration = Duration::from_mins(2);
+/// How often nala, which does not wait for the dpkg lock, is tried again while
+/// another process holds it.
+const LOCK_RETRY: Duration = Duration::from_secs(2);
 /// Where transactions under systemd write their output.
 pub const TX_LOG: &str = "/run/infra-agent/packages.log";
 const RUN_DIR: &str = "/run/infra-agent";
@@ -531,6 +532,26 @@ struct Tx<'c, 'a> {
     systemd: bool,
 }
 
+/// Why one try of a transaction did not succeed.
+enum TxError {
+    /// Another process holds this lock.
+    LockHeld(String),
+    Failed(Error),
+}
+use TxError::{Failed, LockHeld};
+
+impl From<crate::host::Error> for TxError {
+    fn from(e: crate::host::Error) -> Self {
+        Failed(e.into())
+    }
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> Self {
+        Failed(e)
+    }
+}
+
 impl<'c, 'a> Tx<'c, 'a> {
     fn new(ctx: &'c Ctx<'a>) -> Result<Self, Error> {
         let nala = !ctx.settings.prefer_apt && ctx.host.lstat(Path::new(NALA))?.is_some();
@@ -542,11 +563,15 @@ impl<'c, 'a> Tx<'c, 'a> {
         if self.nala { "nala" } else { "apt-get" }
     }
 
-    /// `-o DPkg::Lock::Timeout=120`: wait for the lock a bounded time.
-    fn lock_opts() -> [String; 2] {
+    /// `-o DPkg::Lock::Timeout=N`: apt-get waits for the lock a bounded time (nala
+    /// accepts the option but does not wait: `run` tries it again instead).
+    fn lock_opts(&self) -> [String; 2] {
         [
             "-o".to_owned(),
-            format!("DPkg::Lock::Timeout={}", LOCK_TIMEOUT.as_secs()),
+            format!(
+                "DPkg::Lock::Timeout={}",
+                self.ctx.settings.apt_lock_timeout.as_secs()
+            ),
         ]
     }
 
@@ -566,7 +591,7 @@ impl<'c, 'a> Tx<'c, 'a> {
         } else {
             vec!["apt-get".into(), "update".into(), "-q".into()]
         };
-        argv.extend(Self::lock_opts());
+        argv.extend(self.lock_opts());
         argv
     }
 
@@ -598,7 +623,7 @@ impl<'c, 'a> Tx<'c, 'a> {
         if pinned && !self.nala {
             argv.push("--allow-downgrades".into());
         }
-        argv.extend(Self::lock_opts());
+        argv.extend(self.lock_opts());
         argv.extend(Self::conffile_opts().map(str::to_owned));
         argv.extend(targets.iter().cloned());
         argv
@@ -622,7 +647,7 @@ impl<'c, 'a> Tx<'c, 'a> {
                 "APT::Get::AutomaticRemove=false".into(),
             ]
         };
-        argv.extend(Self::lock_opts());
+        argv.extend(self.lock_opts());
         argv.extend(targets.iter().cloned());
         argv
     }
@@ -655,7 +680,7 @@ impl<'c, 'a> Tx<'c, 'a> {
         if step.no_recommends {
             argv.push("--no-install-recommends".into());
         }
-        argv.extend(Self::lock_opts());
+        argv.extend(self.lock_opts());
         argv.extend(Self::conffile_opts().map(str::to_owned));
         argv
     }
@@ -677,6 +702,29 @@ impl<'c, 'a> Tx<'c, 'a> {
     /// Returns what it printed; a failure (or a dpkg lock it could not get, which nala
     /// reports with exit code 0) is a refusal with the end of that output.
     fn run(&self, argv: &[String]) -> Result<String, Error> {
+        let timeout = self.ctx.settings.apt_lock_timeout;
+        let started = std::time::Instant::now();
+        loop {
+            match self.run_once(argv) {
+                // apt-get waited for the lock itself; nala gives up at once, so it is
+                // tried again until the same bound.
+                Err(LockHeld(_)) if self.nala && started.elapsed() + LOCK_RETRY <= timeout => {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(LockHeld(lock)) => {
+                    return Err(Error::Refused(format!(
+                        "{}: {lock}; gave up after waiting up to {} s for it (the step runs again on the next converge; agent.toml apt_lock_timeout sets the wait)",
+                        argv.join(" "),
+                        timeout.as_secs()
+                    )));
+                }
+                Err(Failed(e)) => return Err(e),
+                Ok(printed) => return Ok(printed),
+            }
+        }
+    }
+
+    fn run_once(&self, argv: &[String]) -> Result<String, TxError> {
         let shown = argv.join(" ");
         let (cmd, offset) = if self.systemd {
             self.ensure_run_dir()?;
@@ -715,17 +763,14 @@ impl<'c, 'a> Tx<'c, 'a> {
             }
         }
         if let Some(lock) = lock_held(&printed) {
-            return Err(Error::Refused(format!(
-                "{shown}: {lock}; gave up after waiting up to {} s for it (the step runs again on the next converge)",
-                LOCK_TIMEOUT.as_secs()
-            )));
+            return Err(LockHeld(lock));
         }
         if !out.success() {
-            return Err(Error::Refused(format!(
+            return Err(Failed(Error::Refused(format!(
                 "{shown} failed ({}):\n{}",
                 exit_text(&out),
                 tail(&printed)
-            )));
+            ))));
         }
         Ok(printed)
     }

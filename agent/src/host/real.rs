@@ -285,7 +285,14 @@ pub fn gather_facts() -> Result<Facts, Error> {
 fn installed_packages() -> Result<BTreeMap<String, String>, Error> {
     let path = Path::new(crate::dpkg::STATUS);
     match std::fs::read(path) {
-        Ok(bytes) => Ok(crate::dpkg::Db::from_status(&String::from_utf8_lossy(&bytes)).versions()),
+        Ok(bytes) => {
+            // dpkg writes UTF-8; only a damaged file needs the copying conversion.
+            let text = match std::str::from_utf8(&bytes) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(&bytes),
+            };
+            Ok(crate::dpkg::Db::from_status(&text).versions())
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(Error::io("read", path, e)),
     }

@@ -64,7 +64,7 @@ fn host(installed: &[(&str, &str)], lists_age: Duration) -> FakeHost {
         .with_file(STATUS, status(installed), 0o644)
         .with_dir("/var/lib/dpkg/updates", 0o755)
         .with_file(
-            format!("{LISTS}/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4"),
+            format!("{LISTS}/mirror.example_debian_dists_bookworm_main_binary-amd64_Packages.lz4"),
             "",
             0o644,
         )
@@ -531,7 +531,7 @@ fn lists_are_refreshed_by_age_and_setting() {
         if case.no_index {
             h.set_node(
                 format!(
-                    "{LISTS}/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4"
+                    "{LISTS}/mirror.example_debian_dists_bookworm_main_binary-amd64_Packages.lz4"
                 ),
                 None,
             );

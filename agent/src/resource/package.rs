@@ -1186,7 +1186,7 @@ zsh:
   Candidate: 5.9-4+b15
   Version table:
      5.9-4+b15 500
-        500 http://deb.debian.org/debian bookworm/main amd64 Packages
+        500 http://mirror.example/debian bookworm/main amd64 Packages
 hostname:
   Installed: 3.23+nmu1
   Candidate: 3.23+nmu1

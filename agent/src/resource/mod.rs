@@ -5,12 +5,16 @@
 //! "nothing to do". After `apply` the engine plans again; anything still pending is a
 //! failure of the step.
 
+pub mod apt_repository;
 pub mod authorized_keys;
 pub mod command;
+pub mod compose;
 pub mod directory;
+pub mod download;
 pub mod file;
 pub mod group;
 pub mod lockout;
+pub mod nala_fetch;
 pub mod package;
 pub mod service;
 pub mod symlink;
@@ -443,6 +447,10 @@ pub fn plan(kind: &StepKind, ctx: &Ctx<'_>) -> Result<Plan, Error> {
         StepKind::User(step) => user::plan(step, ctx),
         StepKind::Group(step) => group::plan(step, ctx),
         StepKind::AuthorizedKeys(step) => authorized_keys::plan(step, ctx),
+        StepKind::NalaFetch(step) => nala_fetch::plan(step, ctx),
+        StepKind::Download(step) => download::plan(step, ctx),
+        StepKind::AptRepository(step) => apt_repository::plan(step, ctx),
+        StepKind::Compose(step) => compose::plan(step, ctx),
     }
 }
 
@@ -459,6 +467,10 @@ pub fn apply(kind: &StepKind, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error> {
         StepKind::User(step) => user::apply(step, plan, ctx),
         StepKind::Group(step) => group::apply(step, plan, ctx),
         StepKind::AuthorizedKeys(step) => authorized_keys::apply(step, plan, ctx),
+        StepKind::NalaFetch(step) => nala_fetch::apply(step, plan, ctx),
+        StepKind::Download(step) => download::apply(step, plan, ctx),
+        StepKind::AptRepository(step) => apt_repository::apply(step, plan, ctx),
+        StepKind::Compose(step) => compose::apply(step, plan, ctx),
     }
 }
 
@@ -479,6 +491,10 @@ pub fn refresh(kind: &StepKind, plan: &Plan, ctx: &Ctx<'_>) -> Result<Option<Str
         StepKind::User(step) => user::refresh(step, plan, ctx),
         StepKind::Group(step) => group::refresh(step, plan, ctx),
         StepKind::AuthorizedKeys(step) => authorized_keys::refresh(step, plan, ctx),
+        StepKind::NalaFetch(step) => nala_fetch::refresh(step, plan, ctx),
+        StepKind::Download(step) => download::refresh(step, plan, ctx),
+        StepKind::AptRepository(step) => apt_repository::refresh(step, plan, ctx),
+        StepKind::Compose(step) => compose::refresh(step, plan, ctx),
     }
 }
 
@@ -496,6 +512,10 @@ pub fn describe(kind: &StepKind) -> String {
         StepKind::User(s) => user::describe(s),
         StepKind::Group(s) => group::describe(s),
         StepKind::AuthorizedKeys(s) => authorized_keys::describe(s),
+        StepKind::NalaFetch(s) => nala_fetch::describe(s),
+        StepKind::Download(s) => download::describe(s),
+        StepKind::AptRepository(s) => apt_repository::describe(s),
+        StepKind::Compose(s) => compose::describe(s),
     }
 }
 

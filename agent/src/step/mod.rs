@@ -4,12 +4,16 @@
 //! Adding a step type: write `step/<type>.rs` with its `KEYS` and `build`, add a
 //! variant to [`StepKind`] and a row to [`KINDS`].
 
+pub mod apt_repository;
 pub mod authorized_keys;
 pub mod command;
+pub mod compose;
 pub mod directory;
+pub mod download;
 pub mod fields;
 pub mod file;
 pub mod group;
+pub mod nala_fetch;
 pub mod package;
 pub mod service;
 pub mod symlink;
@@ -82,6 +86,10 @@ pub enum StepKind {
     User(user::UserStep),
     Group(group::GroupStep),
     AuthorizedKeys(authorized_keys::AuthorizedKeysStep),
+    NalaFetch(nala_fetch::NalaFetchStep),
+    Download(download::DownloadStep),
+    AptRepository(apt_repository::AptRepositoryStep),
+    Compose(compose::ComposeStep),
 }
 
 /// Whether a file-like resource should exist.

@@ -1,0 +1,22 @@
+//! The `nala_fetch` step (being written: not in `KINDS` yet, so no repository can use it).
+
+use super::{BuildCtx, KindSpec, Rendered, StepKind};
+use crate::diag::Diagnostic;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NalaFetchStep {}
+
+pub const KIND: KindSpec = KindSpec {
+    name: "nala_fetch",
+    doc: "",
+    keys: &[],
+    build,
+};
+
+fn build(f: &Rendered<'_>, _ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
+    Err(Diagnostic::new(
+        f.file,
+        Some(f.step_pos),
+        "the nala_fetch step is not available yet",
+    ))
+}

@@ -14,13 +14,13 @@ use crate::step::file::{FileContent, FileStep};
 use crate::step::template::TemplateStep;
 use crate::step::{Attrs, Presence};
 
-/// What a file should be, whichever step type asked for it.
-struct Desired<'a> {
-    path: &'a Path,
-    content: Vec<u8>,
-    attrs: &'a Attrs,
-    validate: Option<&'a [String]>,
-    sensitive: bool,
+/// What a file should be, whichever step type asked for it (`apt_repository` too).
+pub(crate) struct Desired<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) content: Vec<u8>,
+    pub(crate) attrs: &'a Attrs,
+    pub(crate) validate: Option<&'a [String]>,
+    pub(crate) sensitive: bool,
 }
 
 const NEW_FILE_MODE: u32 = 0o644;
@@ -97,7 +97,7 @@ fn validate_note(d: &Desired<'_>, ctx: &Ctx<'_>) -> Option<String> {
     }
 }
 
-fn plan_present(d: &Desired<'_>, ctx: &Ctx<'_>) -> Result<Plan, Error> {
+pub(crate) fn plan_present(d: &Desired<'_>, ctx: &Ctx<'_>) -> Result<Plan, Error> {
     let own = resolve_owner(ctx, d.attrs.owner.as_deref(), d.attrs.group.as_deref())?;
     let missing_note = (!own.missing.is_empty()).then(|| missing_names(&own.missing));
     let Some(meta) = ctx.host.lstat(d.path)? else {
@@ -152,14 +152,18 @@ fn plan_present(d: &Desired<'_>, ctx: &Ctx<'_>) -> Result<Plan, Error> {
     })
 }
 
-fn apply_present(d: &Desired<'_>, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error> {
+pub(crate) fn apply_present(d: &Desired<'_>, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error> {
     if plan.is_in_sync() {
         return Ok(());
     }
     let own = resolve_owner(ctx, d.attrs.owner.as_deref(), d.attrs.group.as_deref())?;
+    let content_changes = plan.has(ChangeKind::Create) || plan.has(ChangeKind::Content);
+    if content_changes && turns_password_login_off(d) {
+        super::lockout::check(ctx, &super::lockout::Proposal::PasswordLoginOff)?;
+    }
     let meta = ctx.host.lstat(d.path)?;
     ctx.capture(d.path, meta.as_ref())?;
-    if plan.has(ChangeKind::Create) || plan.has(ChangeKind::Content) {
+    if content_changes {
         let mode = d
             .attrs
             .mode
@@ -194,6 +198,21 @@ fn apply_present(d: &Desired<'_>, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Erro
         ctx.host.set_mode(d.path, mode)?;
     }
     Ok(())
+}
+
+/// Whether the new content is sshd configuration that switches password login off:
+/// the lockout guard then checks that a sudo user can still log in with a key.
+fn turns_password_login_off(d: &Desired<'_>) -> bool {
+    let sshd_config = d.path == std::path::Path::new("/etc/ssh/sshd_config")
+        || d.path.starts_with("/etc/ssh/sshd_config.d");
+    sshd_config
+        && String::from_utf8_lossy(&d.content).lines().any(|line| {
+            let mut words = line.split_whitespace();
+            words
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("PasswordAuthentication"))
+                && words.next().is_some_and(|v| v.eq_ignore_ascii_case("no"))
+        })
 }
 
 /// Runs a `validate` argv on a candidate; `{path}` in any argument is the candidate.
@@ -232,7 +251,7 @@ fn validate(argv: &[String], candidate: &Path, ctx: &Ctx<'_>) -> Result<(), Erro
     )))
 }
 
-fn plan_absent(path: &Path, ctx: &Ctx<'_>) -> Result<Plan, Error> {
+pub(crate) fn plan_absent(path: &Path, ctx: &Ctx<'_>) -> Result<Plan, Error> {
     match ctx.host.lstat(path)? {
         None => Ok(Plan::in_sync(format!("{} is absent", path.display()))),
         Some(meta) if matches!(meta.kind, Kind::File | Kind::Symlink) => Ok(Plan {
@@ -247,7 +266,7 @@ fn plan_absent(path: &Path, ctx: &Ctx<'_>) -> Result<Plan, Error> {
     }
 }
 
-fn apply_absent(path: &Path, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error> {
+pub(crate) fn apply_absent(path: &Path, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error> {
     if plan.has(ChangeKind::Remove) {
         let meta = ctx.host.lstat(path)?;
         ctx.capture(path, meta.as_ref())?;

@@ -315,10 +315,7 @@ fn converge(
     }
     report.modified = true;
     // What the step printed (a command's output) belongs in the log, under its change.
-    if let (Some(output), Some(change)) = (
-        resource::command::take_output(ctx),
-        report.changes.last_mut(),
-    ) {
+    if let (Some(output), Some(change)) = (resource::take_output(ctx), report.changes.last_mut()) {
         change.output = Some(output);
     }
     match resource::plan(desired, ctx) {

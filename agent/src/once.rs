@@ -95,6 +95,7 @@ pub fn once(
         apt_lists_max_age: std::time::Duration::from_secs(config.apt_lists_max_age),
         apt_lock_timeout: std::time::Duration::from_secs(config.apt_lock_timeout),
         services: crate::resource::service::units(&catalog),
+        state_dir: config.state_dir.clone(),
     };
     let options = Options {
         dry_run: args.dry_run,

@@ -8,7 +8,6 @@
 pub mod apt_repository;
 pub mod authorized_keys;
 pub mod command;
-pub mod compose;
 pub mod directory;
 pub mod download;
 pub mod file;
@@ -189,6 +188,9 @@ pub struct Settings {
     /// The systemd units every `service` step of this run names, so their state is
     /// read in one `systemctl show` call.
     pub services: Vec<String>,
+    /// The agent's state directory (agent.toml `state_dir`): where steps remember
+    /// what happened once (`nala_fetch`) or what they wrote (`download` with `extract`).
+    pub state_dir: std::path::PathBuf,
 }
 
 impl Default for Settings {
@@ -202,6 +204,7 @@ impl Default for Settings {
                 crate::config::DEFAULT_APT_LOCK_TIMEOUT,
             ),
             services: Vec::new(),
+            state_dir: std::path::PathBuf::from(crate::config::DEFAULT_STATE_DIR),
         }
     }
 }
@@ -434,6 +437,13 @@ fn attr_changes(
     changes
 }
 
+/// What the step just applied printed, for the log under its change: a command's
+/// output, or what `nala fetch` printed (with the warning when it failed).
+#[must_use]
+pub fn take_output(ctx: &Ctx<'_>) -> Option<String> {
+    command::take_output(ctx).or_else(|| nala_fetch::take_output(ctx))
+}
+
 /// Plans a step's resource.
 pub fn plan(kind: &StepKind, ctx: &Ctx<'_>) -> Result<Plan, Error> {
     match kind {
@@ -450,7 +460,6 @@ pub fn plan(kind: &StepKind, ctx: &Ctx<'_>) -> Result<Plan, Error> {
         StepKind::NalaFetch(step) => nala_fetch::plan(step, ctx),
         StepKind::Download(step) => download::plan(step, ctx),
         StepKind::AptRepository(step) => apt_repository::plan(step, ctx),
-        StepKind::Compose(step) => compose::plan(step, ctx),
     }
 }
 
@@ -470,7 +479,6 @@ pub fn apply(kind: &StepKind, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error> {
         StepKind::NalaFetch(step) => nala_fetch::apply(step, plan, ctx),
         StepKind::Download(step) => download::apply(step, plan, ctx),
         StepKind::AptRepository(step) => apt_repository::apply(step, plan, ctx),
-        StepKind::Compose(step) => compose::apply(step, plan, ctx),
     }
 }
 
@@ -494,7 +502,6 @@ pub fn refresh(kind: &StepKind, plan: &Plan, ctx: &Ctx<'_>) -> Result<Option<Str
         StepKind::NalaFetch(step) => nala_fetch::refresh(step, plan, ctx),
         StepKind::Download(step) => download::refresh(step, plan, ctx),
         StepKind::AptRepository(step) => apt_repository::refresh(step, plan, ctx),
-        StepKind::Compose(step) => compose::refresh(step, plan, ctx),
     }
 }
 
@@ -515,7 +522,6 @@ pub fn describe(kind: &StepKind) -> String {
         StepKind::NalaFetch(s) => nala_fetch::describe(s),
         StepKind::Download(s) => download::describe(s),
         StepKind::AptRepository(s) => apt_repository::describe(s),
-        StepKind::Compose(s) => compose::describe(s),
     }
 }
 

@@ -839,7 +839,7 @@ fn lock_held(printed: &str) -> Option<String> {
     })
 }
 
-fn combined(out: &CmdOutput) -> String {
+pub(crate) fn combined(out: &CmdOutput) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     match (stdout.trim().is_empty(), stderr.trim().is_empty()) {
@@ -849,7 +849,7 @@ fn combined(out: &CmdOutput) -> String {
     }
 }
 
-fn exit_text(out: &CmdOutput) -> String {
+pub(crate) fn exit_text(out: &CmdOutput) -> String {
     match (out.code, out.timed_out) {
         (_, true) => "timed out".to_owned(),
         (Some(code), _) => format!("exit code {code}"),
@@ -858,7 +858,7 @@ fn exit_text(out: &CmdOutput) -> String {
 }
 
 /// The last [`TAIL_LINES`] non-empty lines, each cut to [`LINE_CHARS`] characters.
-fn tail(text: &str) -> String {
+pub(crate) fn tail(text: &str) -> String {
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim_end)

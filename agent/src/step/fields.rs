@@ -19,6 +19,8 @@ pub enum Shape {
     RelPath,
     /// An array of strings (argv, lists of names).
     Strings,
+    /// A string or an array of strings (one value or several).
+    OneOrMany,
     /// An octal mode string such as "0644".
     Mode,
     /// One of the given strings.
@@ -42,6 +44,7 @@ impl Shape {
             Shape::Path => "an absolute path".to_owned(),
             Shape::RelPath => "a relative path".to_owned(),
             Shape::Strings => "an array of strings".to_owned(),
+            Shape::OneOrMany => "a string or an array of strings".to_owned(),
             Shape::Mode => "an octal mode string such as \"0644\"".to_owned(),
             Shape::Choice(c) => format!("one of {}", quote_list(c)),
             Shape::Bool => "true or false".to_owned(),
@@ -150,7 +153,9 @@ pub fn check_shape(
         ))
     };
     match (key.shape, value) {
-        (Shape::Str | Shape::Path | Shape::RelPath, T::String(s)) => text(s, compile),
+        (Shape::Str | Shape::Path | Shape::RelPath | Shape::OneOrMany, T::String(s)) => {
+            text(s, compile)
+        }
         (Shape::Mode, T::String(s)) => {
             if !s.contains("{{") {
                 crate::step::Mode::parse(s).map_err(|e| {
@@ -176,7 +181,7 @@ pub fn check_shape(
             }
             text(s, compile)
         }
-        (Shape::Strings, T::Array(items)) => {
+        (Shape::Strings | Shape::OneOrMany, T::Array(items)) => {
             let mut out = Vec::with_capacity(items.len());
             for item in items {
                 match item {
@@ -380,6 +385,21 @@ impl Rendered<'_> {
                 *pos,
                 format!("`{key}` must be an array of strings, but its data value is {other}"),
                 "point { data = ... } at an array of strings",
+            )),
+        }
+    }
+
+    /// An optional string or array of strings, as a list.
+    pub fn opt_one_or_many(&self, key: &str) -> Result<Option<Vec<String>>, Diagnostic> {
+        match self.values.get(key) {
+            Some((Value::String(s), _)) => Ok(Some(vec![s.clone()])),
+            Some((Value::Array(_), _)) | None => self.opt_strings(key),
+            Some((other, pos)) => Err(self.err(
+                *pos,
+                format!(
+                    "`{key}` must be a string or an array of strings, but its data value is {other}"
+                ),
+                "point { data = ... } at a string or an array of strings",
             )),
         }
     }

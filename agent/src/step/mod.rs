@@ -7,7 +7,6 @@
 pub mod apt_repository;
 pub mod authorized_keys;
 pub mod command;
-pub mod compose;
 pub mod directory;
 pub mod download;
 pub mod fields;
@@ -49,11 +48,14 @@ pub static KINDS: &[KindSpec] = &[
     directory::KIND,
     symlink::KIND,
     package::KIND,
+    apt_repository::KIND,
     group::KIND,
     user::KIND,
     authorized_keys::KIND,
     command::KIND,
     service::KIND,
+    nala_fetch::KIND,
+    download::KIND,
 ];
 
 #[must_use]
@@ -89,7 +91,6 @@ pub enum StepKind {
     NalaFetch(nala_fetch::NalaFetchStep),
     Download(download::DownloadStep),
     AptRepository(apt_repository::AptRepositoryStep),
-    Compose(compose::ComposeStep),
 }
 
 /// Whether a file-like resource should exist.

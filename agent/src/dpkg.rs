@@ -27,6 +27,17 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether dpkg left the package broken in a way only reinstalling repairs: the
+    /// `reinstreq` flag, or the `half-installed` state (dpkg was killed while
+    /// unpacking it). `dpkg --configure -a` does not touch these, and apt and nala
+    /// think there is nothing to do for them.
+    #[must_use]
+    pub fn needs_reinstall(&self) -> bool {
+        let mut words = self.status.split_whitespace();
+        let (_want, flag, state) = (words.next(), words.next(), words.next());
+        flag == Some("reinstreq") || state == Some("half-installed")
+    }
+
     /// Installed means dpkg's state word is `installed` (want `install`, `hold` or
     /// `deinstall` alike): unpacked, half-configured, config-files and the rest are not.
     #[must_use]
@@ -112,6 +123,8 @@ pub struct Db {
     installed: BTreeMap<String, Vec<(String, String)>>,
     /// dpkg's native architecture: the architecture of the `dpkg` package itself.
     native: Option<String>,
+    /// Packages dpkg left broken so that only a reinstall repairs them.
+    reinstall: std::collections::BTreeSet<String>,
 }
 
 impl Db {
@@ -120,6 +133,9 @@ impl Db {
     pub fn new(entries: Vec<Entry>) -> Self {
         let mut db = Self::default();
         for e in entries {
+            if e.needs_reinstall() {
+                db.reinstall.insert(e.name.clone());
+            }
             if !e.is_installed() {
                 continue;
             }
@@ -142,6 +158,12 @@ impl Db {
     #[must_use]
     pub fn from_query(text: &str) -> Self {
         Self::new(parse_query(text))
+    }
+
+    /// Whether dpkg left `name` broken so that only a reinstall repairs it.
+    #[must_use]
+    pub fn needs_reinstall(&self, name: &str) -> bool {
+        self.reinstall.contains(name)
     }
 
     /// dpkg's native architecture, when the `dpkg` package is installed.
@@ -197,6 +219,27 @@ impl Db {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod reinstall_tests {
+    use super::*;
+
+    #[test]
+    fn half_installed_and_reinstreq_need_a_reinstall() {
+        let db = Db::from_status(
+            "Package: a\nStatus: install reinstreq half-installed\nVersion: 1\n\n\
+             Package: b\nStatus: install ok half-configured\nVersion: 1\n\n\
+             Package: c\nStatus: install ok installed\nVersion: 1\n",
+        );
+        assert!(db.needs_reinstall("a"));
+        assert!(
+            !db.needs_reinstall("b"),
+            "dpkg --configure -a repairs half-configured"
+        );
+        assert!(!db.needs_reinstall("c"));
+        assert_eq!(db.version("a", None), None);
     }
 }
 

@@ -44,6 +44,8 @@
 //!   sha256 of paths, to prove a run changed nothing), [`TestHost::ssh_port`] (sshd,
 //!   published on 127.0.0.1), [`TestHost::commit`].
 //! - Every process wait is bounded ([`process::run`]); so is the boot.
+//! - [`apt_repo::serve`] builds a signed apt repository with test packages
+//!   ([`DebPackage`]) inside a host and serves it on 127.0.0.1.
 //!
 //! **Names and leftovers.** Containers are named `hit-<run id>-<n>-<hostname>`, the run
 //! id being this test process's (pid and start time), and carry two labels: the owning
@@ -57,11 +59,13 @@
 //! from `/etc/apt/sources.list.d/debian.sources`, which the image copies) and each
 //! other; the harness pulls no images.
 
+pub mod apt_repo;
 pub mod docker;
 pub mod image;
 pub mod process;
 pub mod test_host;
 
+pub use apt_repo::DebPackage;
 pub use docker::Docker;
 pub use image::base_image;
 pub use process::Output;

@@ -4,7 +4,7 @@
 //! throwaway `gpg` key, served by `busybox httpd` on 127.0.0.1. Only Debian's mirror is
 //! contacted (for gpg and busybox-static).
 
-use integration_tests::{Output, TestHost, write_tree};
+use integration_tests::{DebPackage, Output, TestHost, apt_repo, write_tree};
 
 const REPO: &str = "/srv/state";
 const PORT: &str = "8099";
@@ -15,53 +15,9 @@ const HELLO: &str = "/usr/share/infra-test/hello";
 /// Builds, signs and serves the repository at `http://127.0.0.1:8099/debian`; returns the
 /// armored public key.
 fn serve_local_repository(host: &TestHost) -> String {
-    host.sh("apt-get update -q >/dev/null && \
-         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-           gpg gpg-agent busybox-static >/dev/null");
-    host.sh(
-        r"set -e
-        b=/tmp/build/infra-test-hello
-        mkdir -p $b/DEBIAN $b/usr/share/infra-test
-        echo 'hello from the local repository' > $b/usr/share/infra-test/hello
-        printf 'Package: infra-test-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: home-infra tests <tests@localhost>\nDescription: test package of the apt_repository container test\n' > $b/DEBIAN/control
-        dpkg-deb --root-owner-group --build $b /tmp/build/infra-test-hello_1.0_all.deb >/dev/null
-        r=/srv/apt/debian
-        mkdir -p $r/pool/main $r/dists/stable/main/binary-amd64
-        cp /tmp/build/infra-test-hello_1.0_all.deb $r/pool/main/
-        cd $r
-        apt-ftparchive packages pool > dists/stable/main/binary-amd64/Packages
-        gzip -kf dists/stable/main/binary-amd64/Packages
-        apt-ftparchive -o APT::FTPArchive::Release::Suite=stable \
-          -o APT::FTPArchive::Release::Codename=stable \
-          -o APT::FTPArchive::Release::Components=main \
-          -o APT::FTPArchive::Release::Architectures=amd64 \
-          release dists/stable > /tmp/Release
-        mv /tmp/Release dists/stable/Release
-        gpg --batch --pinentry-mode loopback --passphrase '' \
-          --quick-gen-key 'infra test repository <repo@infra-test.invalid>' default default never 2>/dev/null
-        gpg --batch --yes --clearsign -o dists/stable/InRelease dists/stable/Release
-        gpg --batch --armor --export repo@infra-test.invalid > /srv/apt/key.asc
-        systemd-run --unit infra-test-httpd --quiet \
-          busybox httpd -f -p 127.0.0.1:8099 -h /srv/apt
-        ",
-    );
-    // Bounded wait until it answers.
-    for _ in 0..50 {
-        if host
-            .exec(&[
-                "curl",
-                "-sf",
-                "-o",
-                "/dev/null",
-                &format!("http://127.0.0.1:{PORT}/key.asc"),
-            ])
-            .success()
-        {
-            return host.read_file("/srv/apt/key.asc");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("busybox httpd does not answer on 127.0.0.1:{PORT}");
+    let hello =
+        DebPackage::new("infra-test-hello", "1.0").file(HELLO, "hello from the local repository\n");
+    apt_repo::serve(host, PORT.parse().expect("a port"), &[hello])
 }
 
 fn role(key: &str) -> String {

@@ -8,6 +8,7 @@
 pub mod apt_repository;
 pub mod authorized_keys;
 pub mod command;
+pub mod compose;
 pub mod directory;
 pub mod download;
 pub mod file;
@@ -69,6 +70,8 @@ pub enum ChangeKind {
     Start,
     Stop,
     DaemonReload,
+    /// A compose project brought up (`path` is the project).
+    Up,
 }
 
 /// One difference between the machine and the desired state.
@@ -134,6 +137,7 @@ impl fmt::Display for Change {
             ChangeKind::Start => "start",
             ChangeKind::Stop => "stop",
             ChangeKind::DaemonReload => "daemon-reload",
+            ChangeKind::Up => "up",
         };
         write!(f, "{what} {}", self.path)?;
         match (&self.before, &self.after) {
@@ -460,6 +464,7 @@ pub fn plan(kind: &StepKind, ctx: &Ctx<'_>) -> Result<Plan, Error> {
         StepKind::NalaFetch(step) => nala_fetch::plan(step, ctx),
         StepKind::Download(step) => download::plan(step, ctx),
         StepKind::AptRepository(step) => apt_repository::plan(step, ctx),
+        StepKind::Compose(step) => compose::plan(step, ctx),
     }
 }
 
@@ -479,6 +484,7 @@ pub fn apply(kind: &StepKind, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error> {
         StepKind::NalaFetch(step) => nala_fetch::apply(step, plan, ctx),
         StepKind::Download(step) => download::apply(step, plan, ctx),
         StepKind::AptRepository(step) => apt_repository::apply(step, plan, ctx),
+        StepKind::Compose(step) => compose::apply(step, plan, ctx),
     }
 }
 
@@ -502,6 +508,7 @@ pub fn refresh(kind: &StepKind, plan: &Plan, ctx: &Ctx<'_>) -> Result<Option<Str
         StepKind::NalaFetch(step) => nala_fetch::refresh(step, plan, ctx),
         StepKind::Download(step) => download::refresh(step, plan, ctx),
         StepKind::AptRepository(step) => apt_repository::refresh(step, plan, ctx),
+        StepKind::Compose(step) => compose::refresh(step, plan, ctx),
     }
 }
 
@@ -522,6 +529,7 @@ pub fn describe(kind: &StepKind) -> String {
         StepKind::NalaFetch(s) => nala_fetch::describe(s),
         StepKind::Download(s) => download::describe(s),
         StepKind::AptRepository(s) => apt_repository::describe(s),
+        StepKind::Compose(s) => compose::describe(s),
     }
 }
 

@@ -629,6 +629,26 @@ impl<'c, 'a> Tx<'c, 'a> {
         argv
     }
 
+    /// `apt-get install --reinstall`, whichever manager installs otherwise.
+    fn reinstall_argv(&self, targets: &[String]) -> Vec<String> {
+        let mut argv: Vec<String> = [
+            "apt-get",
+            "install",
+            "--reinstall",
+            "-y",
+            "-q",
+            "--no-remove",
+            "-o",
+            "APT::Get::AutomaticRemove=false",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        argv.extend(self.lock_opts());
+        argv.extend(Self::conffile_opts().map(str::to_owned));
+        argv.extend(targets.iter().cloned());
+        argv
+    }
+
     fn remove_argv(&self, targets: &[String]) -> Vec<String> {
         let mut argv: Vec<String> = if self.nala {
             vec![
@@ -926,15 +946,39 @@ pub fn apply(step: &PackageStep, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error
     if w.todo.is_empty() {
         return Ok(());
     }
+    // A package dpkg was killed while unpacking (half-installed, reinstreq) is
+    // repaired only by reinstalling it; apt and nala both think there is nothing to do,
+    // and nala cannot reinstall, so apt-get does it.
+    let broken: Vec<String> = w
+        .todo
+        .iter()
+        .filter(|n| step.state != PackageState::Absent && db.needs_reinstall(&n.name))
+        .map(ToString::to_string)
+        .collect();
+    if !broken.is_empty() {
+        let result = tx.run(&tx.reinstall_argv(&broken));
+        ctx.forget(DPKG_MEMO);
+        result?;
+    }
     let result = match step.state {
         PackageState::Absent => remove(&tx, ctx, &w.todo),
         _ => {
             if let Some(source) = &step.deb {
                 install_deb(&tx, ctx, step, source, &w.todo[0])
             } else {
-                let targets: Vec<String> = w.todo.iter().map(ToString::to_string).collect();
+                let targets: Vec<String> = w
+                    .todo
+                    .iter()
+                    .map(ToString::to_string)
+                    .filter(|n| !broken.contains(n))
+                    .collect();
                 let pinned = w.todo.iter().any(|n| n.version.is_some());
-                tx.run(&tx.install_argv(step.no_recommends, pinned, &targets))
+                if targets.is_empty() {
+                    // All of them were reinstalled above.
+                    Ok(String::new())
+                } else {
+                    tx.run(&tx.install_argv(step.no_recommends, pinned, &targets))
+                }
             }
         }
     };

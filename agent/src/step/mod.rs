@@ -7,6 +7,7 @@
 pub mod apt_repository;
 pub mod authorized_keys;
 pub mod command;
+pub mod compose;
 pub mod directory;
 pub mod download;
 pub mod fields;
@@ -56,6 +57,7 @@ pub static KINDS: &[KindSpec] = &[
     service::KIND,
     nala_fetch::KIND,
     download::KIND,
+    compose::KIND,
 ];
 
 #[must_use]
@@ -91,6 +93,7 @@ pub enum StepKind {
     NalaFetch(nala_fetch::NalaFetchStep),
     Download(download::DownloadStep),
     AptRepository(apt_repository::AptRepositoryStep),
+    Compose(compose::ComposeStep),
 }
 
 /// Whether a file-like resource should exist.

@@ -90,6 +90,31 @@ pub struct Summary {
 pub struct RunReport {
     pub dry_run: bool,
     pub steps: Vec<StepReport>,
+    /// How long the run took, set by the command that ran it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+}
+
+/// Where a run's time went: the whole run, the programs it waited for (apt, dpkg,
+/// systemctl, commands), and the agent itself (the difference).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Timing {
+    pub total_ms: f64,
+    pub programs_ms: f64,
+    pub agent_ms: f64,
+}
+
+impl Timing {
+    /// From the run's wall time and the time spent in programs.
+    #[must_use]
+    pub fn new(total: std::time::Duration, programs: std::time::Duration) -> Self {
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
+        Self {
+            total_ms: ms(total),
+            programs_ms: ms(programs),
+            agent_ms: ms(total.saturating_sub(programs)),
+        }
+    }
 }
 
 impl RunReport {
@@ -190,6 +215,7 @@ pub fn run(catalog: &Catalog, ctx: &Ctx<'_>, options: &Options) -> Result<RunRep
     Ok(RunReport {
         dry_run: options.dry_run,
         steps: reports,
+        timing: None,
     })
 }
 

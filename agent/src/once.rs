@@ -64,6 +64,8 @@ pub fn once(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8> {
+    let started = std::time::Instant::now();
+    let programs_before = crate::process::programs_time();
     let source = DirSource::new(&args.repo);
     let repo = match state_repo::load(&source, Version::agent()) {
         Ok(repo) => repo,
@@ -101,13 +103,17 @@ pub fn once(
         dry_run: args.dry_run,
         only: args.only.clone(),
     };
-    let report = match engine::run(&catalog, &ctx, &options) {
+    let mut report = match engine::run(&catalog, &ctx, &options) {
         Ok(r) => r,
         Err(message) => {
             writeln!(err, "error: {message}")?;
             return Ok(exit::USAGE);
         }
     };
+    report.timing = Some(engine::Timing::new(
+        started.elapsed(),
+        crate::process::programs_time().saturating_sub(programs_before),
+    ));
     match args.format {
         Format::Json => report::json(out, &selection.name, &selection.env, &report)?,
         Format::Text => report::text(out, &selection.name, &selection.env, &report)?,

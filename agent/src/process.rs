@@ -102,8 +102,26 @@ impl CmdOutput {
     }
 }
 
+/// Wall time spent waiting for programs this process ran, in microseconds.
+static PROGRAMS_MICROS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long this process has waited for the programs it ran (apt, systemctl, ...), so
+/// a run can tell its own time from theirs.
+#[must_use]
+pub fn programs_time() -> Duration {
+    Duration::from_micros(PROGRAMS_MICROS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Runs a command to completion, capturing its output.
 pub fn run(cmd: &Cmd) -> std::io::Result<CmdOutput> {
+    let started = std::time::Instant::now();
+    let result = run_inner(cmd);
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    PROGRAMS_MICROS.fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    result
+}
+
+fn run_inner(cmd: &Cmd) -> std::io::Result<CmdOutput> {
     #[allow(clippy::disallowed_methods, reason = "this is the process module")]
     let mut command = std::process::Command::new(&cmd.program);
     command

@@ -20,6 +20,8 @@ pub struct RunDocument<'a> {
     pub summary: Summary,
     pub exit_code: u8,
     pub steps: &'a [crate::engine::StepReport],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<crate::engine::Timing>,
 }
 
 pub fn json(out: &mut dyn Write, host: &str, env: &str, report: &RunReport) -> std::io::Result<()> {
@@ -31,6 +33,7 @@ pub fn json(out: &mut dyn Write, host: &str, env: &str, report: &RunReport) -> s
         summary: report.summary(),
         exit_code: report.exit_code(),
         steps: &report.steps,
+        timing: report.timing,
     };
     serde_json::to_writer_pretty(&mut *out, &doc)?;
     writeln!(out)
@@ -116,9 +119,17 @@ pub fn text(out: &mut dyn Write, host: &str, env: &str, report: &RunReport) -> s
     } else {
         "changed"
     };
-    writeln!(
+    write!(
         out,
         "{} {changed}, {} in sync, {} failed, {} skipped",
         s.changed, s.in_sync, s.failed, s.skipped
-    )
+    )?;
+    match report.timing {
+        Some(t) => writeln!(
+            out,
+            " in {:.0} ms ({:.0} ms in programs it ran)",
+            t.total_ms, t.programs_ms
+        ),
+        None => writeln!(out),
+    }
 }

@@ -160,3 +160,40 @@ fn commands_of_later_releases_say_so_and_exit_1() {
         );
     }
 }
+
+#[test]
+fn a_run_reports_where_its_time_went() {
+    let run = AgentTest::new()
+        .args([
+            "--once",
+            "--dry-run",
+            "--format",
+            "json",
+            "--hostname",
+            "media-01",
+            "--repo",
+            &example(),
+        ])
+        .run();
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let t = &v["timing"];
+    let (total, programs, agent) = (
+        t["total_ms"].as_f64().expect("total_ms"),
+        t["programs_ms"].as_f64().expect("programs_ms"),
+        t["agent_ms"].as_f64().expect("agent_ms"),
+    );
+    assert!(total > 0.0 && programs >= 0.0 && programs <= total, "{t}");
+    assert!((agent - (total - programs)).abs() < 0.2, "{t}");
+    let text = AgentTest::new()
+        .args([
+            "--once",
+            "--dry-run",
+            "--hostname",
+            "media-01",
+            "--repo",
+            &example(),
+        ])
+        .run();
+    let last = text.stdout.lines().last().expect("a summary line");
+    assert!(last.contains(" ms in programs it ran)"), "{last}");
+}

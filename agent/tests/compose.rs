@@ -7,48 +7,28 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use infra_agent::catalog::{self, Catalog};
-use infra_agent::engine::{self, Options, RunReport, Status, StepReport};
-use infra_agent::facts::Facts;
+use infra_agent::catalog::Catalog;
+use infra_agent::engine::{RunReport, Status, StepReport};
 use infra_agent::host::FakeHost;
 use infra_agent::host::fake::Op;
-use infra_agent::originals::Originals;
 use infra_agent::process::{Cmd, CmdOutput};
-use infra_agent::resource::{ChangeKind, Ctx};
-use infra_agent::state_repo::infra_toml::Version;
-use infra_agent::state_repo::{self, DirSource};
+use infra_agent::resource::ChangeKind;
 
 const V1: &str = "/usr/bin/docker-compose";
 const FILE: &str = "/srv/web/compose.yml";
 /// What every compose command starts with after the program.
 const PROJECT_ARGS: &str = "-p web -f /srv/web/compose.yml --project-directory /srv/web";
 
-fn repo(steps: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    for (path, text) in [
-        ("infra.toml", "format = 1\n"),
-        (
-            "inventory/production.toml",
-            "[groups.all]\nroles = [\"r\"]\n\n[groups.g]\nhosts = [\"h1\"]\n",
-        ),
-        ("group_data/all.toml", "[web]\nport = \"8080\"\n"),
-        ("templates/compose.yml.hbs", "services: {{data.web.port}}\n"),
-        ("roles/r.toml", steps),
-    ] {
-        support::write(dir.path(), path, text);
-    }
-    dir
-}
-
 fn compile(steps: &str) -> Result<Catalog, String> {
-    let dir = repo(steps);
-    let repo = state_repo::load(&DirSource::new(dir.path()), Version::agent())
-        .map_err(|e| e.to_string())?;
-    let sel = repo.select("h1").map_err(|e| e.to_string())?;
-    catalog::compile(&repo, &sel, &Facts::placeholder("h1")).map_err(|e| e.to_string())
+    support::compile_h1(
+        &[
+            ("group_data/all.toml", "[web]\nport = \"8080\"\n"),
+            ("templates/compose.yml.hbs", "services: {{data.web.port}}\n"),
+        ],
+        steps,
+    )
 }
 
 fn catalog(steps: &str) -> Catalog {
@@ -71,22 +51,11 @@ fn template_and_compose(keys: &str) -> String {
 }
 
 fn run(catalog: &Catalog, host: &FakeHost, dry_run: bool) -> RunReport {
-    let files = |p: &str| Err(format!("{p}: no files in this repository"));
-    let originals = Originals::new(Path::new("/var/lib/infra-agent"));
-    let ctx = Ctx::new(host, dry_run, Some(&originals), &files);
-    let options = Options {
-        dry_run,
-        only: Vec::new(),
-    };
-    engine::run(catalog, &ctx, &options).expect("the run starts")
+    support::run_catalog(catalog, host, dry_run)
 }
 
 fn step<'a>(report: &'a RunReport, id: &str) -> &'a StepReport {
-    report
-        .steps
-        .iter()
-        .find(|s| s.id == id)
-        .unwrap_or_else(|| panic!("step {id} is reported: {:#?}", report.steps))
+    support::step_report(report, id)
 }
 
 /// Every command started, as `program arg arg`, with the project arguments shown as `…`.

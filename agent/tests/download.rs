@@ -10,18 +10,13 @@ mod support;
 
 use std::path::Path;
 
-use infra_agent::catalog::{self, Catalog};
-use infra_agent::engine::{self, Options, RunReport, Status, StepReport};
-use infra_agent::facts::Facts;
+use infra_agent::catalog::Catalog;
+use infra_agent::engine::{RunReport, Status, StepReport};
 use infra_agent::host::fake::Node;
 use infra_agent::host::{FakeHost, Host};
 use infra_agent::originals::Originals;
 use infra_agent::process::{Cmd, CmdOutput};
-use infra_agent::report;
-use infra_agent::resource::Ctx;
 use infra_agent::resource::download::{partial_path, record_path, sha256_hex};
-use infra_agent::state_repo::infra_toml::Version;
-use infra_agent::state_repo::{self, DirSource};
 use infra_agent::step::StepKind;
 
 const STATE_DIR: &str = "/var/lib/infra-agent";
@@ -31,21 +26,7 @@ const ARCHIVE: &[u8] = b"pretend this is a .tar.gz\n";
 const MEMBER: &[u8] = b"\x7fELF the starship binary";
 
 fn compile(steps: &str) -> Result<Catalog, String> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    for (path, text) in [
-        ("infra.toml", "format = 1\n"),
-        (
-            "inventory/production.toml",
-            "[groups.all]\nroles = [\"r\"]\n\n[groups.g]\nhosts = [\"h1\"]\n",
-        ),
-        ("roles/r.toml", steps),
-    ] {
-        support::write(dir.path(), path, text);
-    }
-    let repo = state_repo::load(&DirSource::new(dir.path()), Version::agent())
-        .map_err(|e| e.to_string())?;
-    let sel = repo.select("h1").map_err(|e| e.to_string())?;
-    catalog::compile(&repo, &sel, &Facts::placeholder("h1")).map_err(|e| e.to_string())
+    support::compile_h1(&[], steps)
 }
 
 fn catalog(steps: &str) -> Catalog {
@@ -69,28 +50,15 @@ fn extracting(sha: &str) -> String {
 }
 
 fn run(catalog: &Catalog, host: &dyn Host, dry_run: bool) -> RunReport {
-    let files = |p: &str| Err(format!("{p}: no files in this repository"));
-    let originals = Originals::new(Path::new(STATE_DIR));
-    let ctx = Ctx::new(host, dry_run, (!dry_run).then_some(&originals), &files);
-    let options = Options {
-        dry_run,
-        only: Vec::new(),
-    };
-    engine::run(catalog, &ctx, &options).expect("the run starts")
+    support::run_catalog(catalog, host, dry_run)
 }
 
 fn step<'a>(report: &'a RunReport, id: &str) -> &'a StepReport {
-    report
-        .steps
-        .iter()
-        .find(|s| s.id == id)
-        .unwrap_or_else(|| panic!("step {id} is reported: {:#?}", report.steps))
+    support::step_report(report, id)
 }
 
 fn text(report: &RunReport) -> String {
-    let mut out = Vec::new();
-    report::text(&mut out, "h1", "production", report).expect("writing to a Vec succeeds");
-    String::from_utf8(out).expect("UTF-8")
+    support::text_report(report)
 }
 
 fn started(host: &FakeHost) -> Vec<String> {

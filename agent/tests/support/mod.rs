@@ -175,3 +175,78 @@ pub fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
     walk(dir, &mut out);
     out
 }
+
+// ---- one host, one role: a repository compiled and run by the library ----
+
+/// Loads a repository for host `h1` (groups `all` and `g`, one role `r` holding
+/// `steps`) plus `extra` files (data, templates), and compiles `h1`'s catalog: the
+/// catalog, or every error as text.
+pub fn compile_h1(
+    extra: &[(&str, &str)],
+    steps: &str,
+) -> Result<infra_agent::catalog::Catalog, String> {
+    use infra_agent::state_repo::{self, DirSource, infra_toml::Version};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let base = [
+        ("infra.toml", "format = 1\n"),
+        (
+            "inventory/production.toml",
+            "[groups.all]\nroles = [\"r\"]\n\n[groups.g]\nhosts = [\"h1\"]\n",
+        ),
+        ("roles/r.toml", steps),
+    ];
+    for (path, text) in base.iter().chain(extra) {
+        write(dir.path(), path, text);
+    }
+    let repo = state_repo::load(&DirSource::new(dir.path()), Version::agent())
+        .map_err(|e| e.to_string())?;
+    let sel = repo.select("h1").map_err(|e| e.to_string())?;
+    infra_agent::catalog::compile(&repo, &sel, &infra_agent::facts::Facts::placeholder("h1"))
+        .map_err(|e| e.to_string())
+}
+
+/// Runs a catalog on `host` as `--once` does: originals recorded under
+/// /var/lib/infra-agent, except in a dry run; no `files/`.
+pub fn run_catalog(
+    catalog: &infra_agent::catalog::Catalog,
+    host: &dyn infra_agent::host::Host,
+    dry_run: bool,
+) -> infra_agent::engine::RunReport {
+    let files = |p: &str| Err(format!("{p}: no files in this repository"));
+    let originals = infra_agent::originals::Originals::new(Path::new("/var/lib/infra-agent"));
+    let ctx =
+        infra_agent::resource::Ctx::new(host, dry_run, (!dry_run).then_some(&originals), &files);
+    let options = infra_agent::engine::Options {
+        dry_run,
+        only: Vec::new(),
+    };
+    infra_agent::engine::run(catalog, &ctx, &options).expect("the run starts")
+}
+
+/// The report of step `id`.
+pub fn step_report<'a>(
+    report: &'a infra_agent::engine::RunReport,
+    id: &str,
+) -> &'a infra_agent::engine::StepReport {
+    report
+        .steps
+        .iter()
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("step {id} is reported: {:#?}", report.steps))
+}
+
+/// The text report of a run on `h1`.
+pub fn text_report(report: &infra_agent::engine::RunReport) -> String {
+    let mut out = Vec::new();
+    infra_agent::report::text(&mut out, "h1", "production", report)
+        .expect("writing to a Vec succeeds");
+    String::from_utf8(out).expect("UTF-8")
+}
+
+/// The JSON report of a run on `h1`.
+pub fn json_report(report: &infra_agent::engine::RunReport) -> String {
+    let mut out = Vec::new();
+    infra_agent::report::json(&mut out, "h1", "production", report)
+        .expect("writing to a Vec succeeds");
+    String::from_utf8(out).expect("UTF-8")
+}

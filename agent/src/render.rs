@@ -150,21 +150,6 @@ impl Renderer {
         }
     }
 
-    /// Compiles and registers a template under `name`.
-    pub fn register(
-        &mut self,
-        name: &str,
-        text: &str,
-    ) -> Result<(), Box<handlebars::TemplateError>> {
-        if let Some(pieces) = simple_pieces(text) {
-            self.simple.insert(name.to_owned(), pieces);
-            return Ok(());
-        }
-        self.hb
-            .register_template_string(name, text)
-            .map_err(Box::new)
-    }
-
     /// Registers a template to be compiled by [`Renderer::compile_pending`]. Simple
     /// templates need no compiling and are ready at once.
     pub fn defer(&mut self, name: &str, text: &str, origin: Origin) {
@@ -400,9 +385,23 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn render(template: &str) -> Result<String, String> {
+    /// A renderer holding `text` as template "t", registered the way the loader does.
+    fn with_template(text: &str) -> Result<Renderer, String> {
         let mut r = Renderer::new();
-        r.register("t", template).map_err(|e| e.to_string())?;
+        let origin = Origin {
+            file: "t".to_owned(),
+            pos: None,
+            key: None,
+        };
+        r.defer("t", text, origin);
+        match r.compile_pending().pop() {
+            Some((_, e)) => Err(e.to_string()),
+            None => Ok(r),
+        }
+    }
+
+    fn render(template: &str) -> Result<String, String> {
+        let r = with_template(template)?;
         let ctx = Context::wraps(json!({
             "data": {"a": "x=y&<b>", "list": ["one", "two"], "n": 0, "nested": {"k": {"v": 1}}, "nothing": null},
         }))
@@ -431,8 +430,7 @@ mod tests {
         ];
         for t in templates {
             assert!(simple_pieces(t).is_some(), "{t} should take the fast path");
-            let mut fast = Renderer::new();
-            fast.register("t", t).unwrap();
+            let fast = with_template(t).unwrap();
             let mut slow = Renderer::new();
             slow.hb.register_template_string("t", t).unwrap();
             let (a, b) = (fast.render("t", &ctx), slow.render("t", &ctx));

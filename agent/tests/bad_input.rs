@@ -332,6 +332,19 @@ const CASES: &[Case] = &[
         hint: "did you mean \"web\"?",
     },
     Case {
+        name: "a template syntax error in a step field",
+        files: &[(
+            "roles/base.toml",
+            "[[step]]\nid = \"motd\"\ntype = \"file\"\npath = \"/etc/motd\"\ncontent = \"{{#if data.admin}}x\"\n",
+        )],
+        hostname: None,
+        file: "roles/base.toml",
+        line: Some(5),
+        column: Some(11),
+        message: "`content` is not a valid template",
+        hint: "Templates section",
+    },
+    Case {
         name: "a template syntax error",
         files: &[(
             "templates/site.conf.hbs",

@@ -288,9 +288,9 @@ impl StepReader<'_> {
                         let file = self.file;
                         let renderer = &mut *self.renderer;
                         let mut n = 0;
-                        let mut compile = |text: &str| -> Result<Option<String>, String> {
+                        let mut compile = |text: &str| -> Option<String> {
                             if !text.contains("{{") {
-                                return Ok(None);
+                                return None;
                             }
                             n += 1;
                             let name = format!("{file}:{}:{}#{n}", vpos.line, vpos.column);
@@ -302,7 +302,7 @@ impl StepReader<'_> {
                                 key: Some(spec.name),
                             };
                             renderer.defer(&name, text, origin);
-                            Ok(Some(name))
+                            Some(name)
                         };
                         match step::fields::check_shape(spec, value.get_ref(), &mut compile) {
                             Ok(v) => def.fields.push(Field {

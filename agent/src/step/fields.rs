@@ -95,12 +95,13 @@ pub struct Field {
     pub value: FieldValue,
 }
 
-/// Checks a raw TOML value against its shape. Template compilation is left to the caller
-/// (through `compile`), which knows the registry.
+/// Checks a raw TOML value against its shape. Templates are handed to `compile`, which
+/// registers them for compiling (their syntax errors are reported when the repository
+/// is loaded) and returns the name to render them by.
 pub fn check_shape(
     key: &Key,
     value: &toml::Value,
-    compile: &mut dyn FnMut(&str) -> Result<Option<String>, String>,
+    compile: &mut dyn FnMut(&str) -> Option<String>,
 ) -> Result<FieldValue, (String, String)> {
     use toml::Value as T;
     if let T::Table(t) = value
@@ -114,19 +115,11 @@ pub fn check_shape(
         }
         return Ok(FieldValue::Data(path.clone()));
     }
-    let text = |s: &str, compile: &mut dyn FnMut(&str) -> Result<Option<String>, String>| {
-        compile(s)
-            .map(|template| FieldValue::Text {
-                text: s.to_owned(),
-                template,
-            })
-            .map_err(|e| {
-                (
-                    format!("`{}` is not a valid template: {e}", key.name),
-                    "see the Templates section of docs/state-repo.md; write \\{{ for a literal {{"
-                        .to_owned(),
-                )
-            })
+    let text = |s: &str, compile: &mut dyn FnMut(&str) -> Option<String>| {
+        Ok::<_, (String, String)>(FieldValue::Text {
+            text: s.to_owned(),
+            template: compile(s),
+        })
     };
     let wrong = |found: &str| {
         let hint = match (key.shape, value) {

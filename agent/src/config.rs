@@ -17,6 +17,20 @@ pub const DEFAULT_APT_LISTS_MAX_AGE: u64 = 3600;
 /// How many seconds a package transaction waits for a dpkg lock held by another process.
 pub const DEFAULT_APT_LOCK_TIMEOUT: u64 = 120;
 
+/// The branch pulled when agent.toml does not name one.
+pub const DEFAULT_BRANCH: &str = "main";
+/// Seconds between two converges of the daemon, before splay.
+pub const DEFAULT_INTERVAL: u64 = 900;
+/// Up to this many seconds are added at random to every interval, so a fleet does not
+/// poll the git server in step.
+pub const DEFAULT_SPLAY: u64 = 60;
+/// node_exporter's textfile directory on Debian (package prometheus-node-exporter).
+pub const DEFAULT_TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
+/// How many runs `status` keeps in its history.
+pub const DEFAULT_HISTORY: usize = 20;
+/// Seconds a run waits for another run's lock before it gives up (exit 1).
+pub const DEFAULT_LOCK_TIMEOUT: u64 = 60;
+
 /// Which program installs packages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,25 +45,59 @@ pub enum PackageManager {
 /// Validated agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
-    /// The state repository: a directory (a git URL in the git release).
+    /// The state repository: a git URL (`ssh://`, `user@host:path`, `https://`,
+    /// `file://`) or a plain path (a directory or a bare repository).
     pub repository: Option<String>,
+    /// The branch pulled from a git repository.
+    pub branch: String,
+    /// The SSH private key the agent authenticates to the git server with.
+    pub deploy_key: Option<PathBuf>,
+    /// The pinned SSH host keys of the git server (known_hosts format).
+    pub known_hosts: Option<PathBuf>,
+    /// A file holding the token for an HTTPS remote.
+    pub token_file: Option<PathBuf>,
+    /// When set, only commits signed by a key in this file (ssh-keygen's allowed
+    /// signers format) are applied.
+    pub allowed_signers: Option<PathBuf>,
     /// The name to select in the inventory instead of the machine's hostname.
     pub hostname: Option<String>,
     pub state_dir: PathBuf,
     pub package_manager: PackageManager,
     pub apt_lists_max_age: u64,
     pub apt_lock_timeout: u64,
+    /// Seconds between the daemon's converges (plus up to `splay`).
+    pub interval: u64,
+    pub splay: u64,
+    /// Whether the daemon watches managed files and reverts hand edits soon after.
+    pub watch_drift: bool,
+    /// Where the Prometheus textfile `infra_agent.prom` is written; `None` turns it off.
+    pub textfile_dir: Option<PathBuf>,
+    /// How many runs the history keeps.
+    pub history: usize,
+    /// Seconds a run waits for another run's lock.
+    pub lock_timeout: u64,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             repository: None,
+            branch: DEFAULT_BRANCH.to_owned(),
+            deploy_key: None,
+            known_hosts: None,
+            token_file: None,
+            allowed_signers: None,
             hostname: None,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             package_manager: PackageManager::default(),
             apt_lists_max_age: DEFAULT_APT_LISTS_MAX_AGE,
             apt_lock_timeout: DEFAULT_APT_LOCK_TIMEOUT,
+            interval: DEFAULT_INTERVAL,
+            splay: DEFAULT_SPLAY,
+            watch_drift: true,
+            textfile_dir: Some(PathBuf::from(DEFAULT_TEXTFILE_DIR)),
+            history: DEFAULT_HISTORY,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -57,6 +105,17 @@ impl Default for AgentConfig {
 #[derive(Debug, Deserialize)]
 struct ConfigSpec {
     repository: Option<String>,
+    branch: Option<String>,
+    deploy_key: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    allowed_signers: Option<PathBuf>,
+    interval: Option<u64>,
+    splay: Option<u64>,
+    watch_drift: Option<bool>,
+    textfile_dir: Option<PathBuf>,
+    history: Option<usize>,
+    lock_timeout: Option<u64>,
     hostname: Option<String>,
     state_dir: Option<PathBuf>,
     package_manager: Option<PackageManager>,
@@ -91,9 +150,32 @@ pub fn parse(text: &str) -> Result<(AgentConfig, Vec<String>), String> {
         .keys()
         .map(|k| format!("agent.toml: unknown key `{k}` ignored (a newer agent may know it)"))
         .collect();
+    let d = AgentConfig::default();
+    if spec.interval == Some(0) {
+        return Err("interval must be at least 1 second".to_owned());
+    }
+    if spec.history == Some(0) {
+        return Err("history must keep at least 1 run".to_owned());
+    }
     Ok((
         AgentConfig {
             repository: spec.repository,
+            branch: spec.branch.unwrap_or(d.branch),
+            deploy_key: spec.deploy_key,
+            known_hosts: spec.known_hosts,
+            token_file: spec.token_file,
+            allowed_signers: spec.allowed_signers,
+            interval: spec.interval.unwrap_or(d.interval),
+            splay: spec.splay.unwrap_or(d.splay),
+            watch_drift: spec.watch_drift.unwrap_or(d.watch_drift),
+            // `textfile_dir = ""` turns the textfile off.
+            textfile_dir: match spec.textfile_dir {
+                Some(p) if p.as_os_str().is_empty() => None,
+                Some(p) => Some(p),
+                None => d.textfile_dir,
+            },
+            history: spec.history.unwrap_or(d.history),
+            lock_timeout: spec.lock_timeout.unwrap_or(d.lock_timeout),
             hostname: spec.hostname,
             state_dir: spec
                 .state_dir
@@ -112,11 +194,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_warnings() {
-        let (config, warnings) = parse("hostname = \"media-01\"\nsplay = 30\n").unwrap();
+        let (config, warnings) = parse("hostname = \"media-01\"\ncolour = 30\n").unwrap();
         assert_eq!(config.hostname.as_deref(), Some("media-01"));
         assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("`splay`"));
+        assert!(warnings[0].contains("`colour`"));
     }
 
     #[test]

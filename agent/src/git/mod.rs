@@ -1,0 +1,1 @@
+//! Pulling the state repository from git (being written).

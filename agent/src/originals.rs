@@ -1,7 +1,8 @@
 //! The record of what the agent changed: for every path it touches, the state that path
 //! had before the agent's first change (content, mode, owner — or that it did not exist).
 //!
-//! The rollback release reads this record to restore what a reverted commit changed.
+//! Rollback (`prune.rs`) reads this record to restore what a reverted commit changed,
+//! and deletes a path's record once it is done with the path.
 //! Invariant: a record is written once per path (the first change wins, so the original
 //! is never overwritten by the agent's own later state), always before the change it
 //! describes, and never in a dry run.
@@ -119,6 +120,32 @@ impl Originals {
         // The record is written last: a record that exists is complete.
         let staged = host.stage_file(&file, &json, 0o600, 0, 0)?;
         host.commit_file(&staged, &file)
+    }
+
+    /// Reads the original content of a regular file, kept beside its record.
+    pub fn content(&self, host: &dyn Host, record: &Record) -> Result<Vec<u8>, Error> {
+        let Some(name) = &record.content else {
+            return Err(Error::Other(format!(
+                "the record of {} has no original content although the file existed",
+                record.path
+            )));
+        };
+        host.read_file(&self.dir.join(name))
+    }
+
+    /// Deletes the record of `path` and its content, once rollback has put the path
+    /// back (or given it up): a later change to the path records the state of that time.
+    /// The record goes first, so a record that exists is still complete.
+    pub fn forget(&self, host: &dyn Host, path: &Path) -> Result<(), Error> {
+        let file = self.record_path(path);
+        if host.lstat(&file)?.is_some() {
+            host.remove_file(&file)?;
+        }
+        let content = self.dir.join(format!("{}.content", Self::key(path)));
+        if host.lstat(&content)?.is_some() {
+            host.remove_file(&content)?;
+        }
+        Ok(())
     }
 
     fn ensure_dir(&self, host: &dyn Host) -> Result<(), Error> {

@@ -1,1 +1,1425 @@
-//! (being written)
+//! Rollback: a revert restores the host, not just the repository.
+//!
+//! After every full, non-dry run the agent writes `state_dir/managed.json`
+//! (`infra-agent/managed/v1`): each path a rendered step manages and what the agent
+//! left there (its kind, a regular file's sha256, a link's target). The next run
+//! compares that record with its own catalog. A path that no rendered step manages
+//! any more has left the desired state (a `git revert`, a role taken off a group, a
+//! `when` that is now false) and is put back as [`Originals`] says it was before the
+//! agent first changed it: what the agent created is removed (a directory only when
+//! empty), what it changed gets its content, mode and owner (or link target) back.
+//! A path changed since the agent last wrote it is left as it is. Each rollback is a
+//! step report with id `rollback`, so output, exit codes and dry runs work as for any
+//! step.
+//!
+//! Invariants: nothing is rolled back with `--only` (the run did not see the whole
+//! catalog) or without a compiled catalog (the caller's duty: there is nothing to
+//! compare with); a dry run changes nothing and writes no record; a record that cannot
+//! be read rolls nothing back; packages, services, users, groups and commands are
+//! never rolled back.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::catalog::Catalog;
+use crate::diff;
+use crate::engine::{Options, RunReport, Status, StepReport};
+use crate::host::{self, Host, Kind};
+use crate::originals::{Originals, Record};
+use crate::resource::lockout::{self, Proposal};
+use crate::resource::{self, Change, ChangeKind, Ctx};
+use crate::step::StepKind;
+
+/// Version of `managed.json`.
+pub const SCHEMA: &str = "infra-agent/managed/v1";
+/// The record's name under the state directory.
+pub const FILE: &str = "managed.json";
+/// The step id rollbacks are reported under (the instance is the path).
+pub const ID: &str = "rollback";
+
+/// `managed.json`: the paths the catalog of the last full run manages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Managed {
+    pub schema: String,
+    pub paths: BTreeMap<String, Entry>,
+}
+
+/// What the agent left at one path, and the step that manages it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(flatten)]
+    pub left: Left,
+    /// The step: `motd`, or `users[alice]` for a `for_each` instance.
+    pub step: String,
+    /// Where the step is written: `roles/base.toml:12`.
+    pub source: String,
+    /// The step's content is secret: a rollback never shows it in a diff.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+}
+
+/// A path as the agent left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Left {
+    File {
+        sha256: String,
+    },
+    Directory,
+    Symlink {
+        target: String,
+    },
+    /// A step made sure the path does not exist (`state = "absent"`).
+    Absent,
+    /// A device, socket or FIFO: rollback never touches it.
+    Other,
+}
+
+impl Left {
+    fn noun(&self) -> &'static str {
+        match self {
+            Self::File { .. } => "file",
+            Self::Directory => "directory",
+            Self::Symlink { .. } => "symlink",
+            Self::Absent | Self::Other => "path",
+        }
+    }
+
+    /// The kind as the originals record names it.
+    fn record_kind(&self) -> &'static str {
+        match self {
+            Self::File { .. } => "file",
+            Self::Directory => "dir",
+            Self::Symlink { .. } => "symlink",
+            Self::Absent | Self::Other => "other",
+        }
+    }
+}
+
+/// The paths a rendered step manages, for rollback, each with whether the step's
+/// content is secret. Only what the step alone determines: an `authorized_keys` step
+/// without `path` (a file in the user's home) and `nala_fetch` (what nala writes) list
+/// nothing, like the step types that manage no file.
+#[must_use]
+pub fn managed_paths(kind: &StepKind) -> Vec<(String, bool)> {
+    let paths = match kind {
+        StepKind::File(s) => return vec![(normal(&s.path), s.sensitive)],
+        StepKind::Template(s) => return vec![(normal(&s.path), s.sensitive)],
+        StepKind::Directory(s) => vec![s.path.clone()],
+        StepKind::Symlink(s) => vec![s.path.clone()],
+        StepKind::Download(s) => vec![s.path.clone()],
+        StepKind::AuthorizedKeys(s) => s.path.iter().cloned().collect(),
+        StepKind::AptRepository(s) => vec![
+            s.sources_path(),
+            s.keyring_path("asc"),
+            s.keyring_path("gpg"),
+        ],
+        StepKind::Package(_)
+        | StepKind::Service(_)
+        | StepKind::Command(_)
+        | StepKind::User(_)
+        | StepKind::Group(_)
+        | StepKind::NalaFetch(_)
+        | StepKind::Compose(_) => Vec::new(),
+    };
+    paths.iter().map(|p| (normal(p), false)).collect()
+}
+
+/// `/etc//x/` and `/etc/x` are one path.
+fn normal(path: &str) -> String {
+    Path::new(path)
+        .components()
+        .collect::<PathBuf>()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Where the record is kept.
+#[must_use]
+pub fn managed_file(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE)
+}
+
+/// Rolls back what left the catalog since the last full run, appends a report per
+/// path to `report`, and (unless a dry run) writes the new record. Runs after
+/// `engine::run` with the same catalog, context and options. Returns warnings for
+/// the user (a damaged record, a path that could not be observed).
+pub fn run(
+    catalog: &Catalog,
+    ctx: &Ctx<'_>,
+    options: &Options,
+    report: &mut RunReport,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !options.only.is_empty() {
+        return warnings;
+    }
+    let dry_run = options.dry_run;
+    let state_dir = ctx.settings.state_dir.clone();
+    let file = managed_file(&state_dir);
+    let (previous, damaged) = match load(ctx.host, &file) {
+        Ok(Previous::Missing) => (None, None),
+        Ok(Previous::Read(paths)) => (Some(paths), None),
+        Ok(Previous::Damaged { bytes, why }) => {
+            let kept = if dry_run {
+                "a real run keeps it"
+            } else {
+                "it is kept"
+            };
+            warnings.push(format!(
+                "{} cannot be used ({why}): nothing is rolled back this run, and the paths it named are no longer managed; {kept} as {}.damaged",
+                file.display(),
+                file.display()
+            ));
+            (None, Some(bytes))
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "cannot read {}: {e}; nothing is rolled back this run and the record is left as it is",
+                file.display()
+            ));
+            return warnings;
+        }
+    };
+    let ran = &report.steps;
+    if ran.len() != catalog.steps.len()
+        || ran
+            .iter()
+            .zip(&catalog.steps)
+            .any(|(r, s)| r.id != s.id || r.instance != s.instance)
+    {
+        warnings.push(
+            "internal: the run's report does not match its catalog; nothing is rolled back and the managed record is left as it is".to_owned(),
+        );
+        return warnings;
+    }
+    let empty = BTreeMap::new();
+    let before = previous.as_ref().unwrap_or(&empty);
+    let (mut next, current) = record_catalog(catalog, ran, ctx.host, before, &mut warnings);
+    let candidates = candidates(before, &current);
+    if report.stopped {
+        // The agent is stopping: rollback waits for the next run.
+        for (path, entry) in candidates {
+            next.insert(path.clone(), entry.clone());
+        }
+    } else {
+        let mut rollback = Rollback {
+            ctx,
+            originals: Originals::new(&state_dir),
+            dry_run,
+            source: file.display().to_string(),
+            gone: HashSet::new(),
+            warnings: Vec::new(),
+        };
+        for (path, entry) in candidates {
+            let (item, keep) = rollback.one(path, entry);
+            if keep {
+                next.insert(path.clone(), entry.clone());
+            }
+            report.steps.push(item);
+        }
+        warnings.append(&mut rollback.warnings);
+    }
+    if dry_run {
+        return warnings;
+    }
+    if let Some(bytes) = &damaged {
+        let aside = PathBuf::from(format!("{}.damaged", file.display()));
+        if let Err(e) = write_file(ctx, &aside, bytes) {
+            warnings.push(format!(
+                "cannot keep the unusable record as {}: {e}",
+                aside.display()
+            ));
+        }
+    }
+    let must_write = match &previous {
+        Some(paths) => *paths != next,
+        None => damaged.is_some() || !next.is_empty(),
+    };
+    if must_write {
+        let doc = Managed {
+            schema: SCHEMA.to_owned(),
+            paths: next,
+        };
+        let json = serde_json::to_vec_pretty(&doc).expect("the record always serializes");
+        if let Err(e) = write_file(ctx, &file, &json) {
+            report.steps.push(record_failure(&file, &state_dir, &e));
+        }
+    }
+    warnings
+}
+
+/// The previous record.
+enum Previous {
+    Missing,
+    Read(BTreeMap<String, Entry>),
+    /// Not a record of this version: its bytes, and why.
+    Damaged {
+        bytes: Vec<u8>,
+        why: String,
+    },
+}
+
+fn load(host: &dyn Host, file: &Path) -> Result<Previous, host::Error> {
+    if host.lstat(file)?.is_none() {
+        return Ok(Previous::Missing);
+    }
+    let bytes = host.read_file(file)?;
+    Ok(match serde_json::from_slice::<Managed>(&bytes) {
+        Ok(doc) if doc.schema == SCHEMA => Previous::Read(doc.paths),
+        Ok(doc) => Previous::Damaged {
+            bytes,
+            why: format!(
+                "its schema is {:?}, not {SCHEMA:?}: another version of the agent wrote it",
+                doc.schema
+            ),
+        },
+        Err(e) => Previous::Damaged {
+            bytes,
+            why: format!("it is not a valid record: {e}"),
+        },
+    })
+}
+
+/// Writes a file of the state directory atomically (0600, root), creating the
+/// directory when missing.
+fn write_file(ctx: &Ctx<'_>, file: &Path, bytes: &[u8]) -> Result<(), resource::Error> {
+    if let Some(dir) = file.parent() {
+        resource::nala_fetch::ensure_dir(ctx, dir)?;
+    }
+    let staged = ctx.host.stage_file(file, bytes, 0o600, 0, 0)?;
+    ctx.host.commit_file(&staged, file)?;
+    Ok(())
+}
+
+fn record_failure(file: &Path, state_dir: &Path, e: &resource::Error) -> StepReport {
+    let mut item = blank(&file.display().to_string(), file.display().to_string());
+    item.resource = format!("record {}", file.display());
+    item.status = Status::Failed;
+    item.error = Some(format!(
+        "cannot write the managed record {}: {e}\nhint: make {} writable by root; until then rollback does not know what this run manages",
+        file.display(),
+        state_dir.display()
+    ));
+    item
+}
+
+/// The new record of the paths the catalog manages, and the set of those paths. A
+/// step that ended in sync or changed records what it left; one that failed or was
+/// skipped keeps its path's previous entry (the path is still managed).
+fn record_catalog(
+    catalog: &Catalog,
+    ran: &[StepReport],
+    host: &dyn Host,
+    previous: &BTreeMap<String, Entry>,
+    warnings: &mut Vec<String>,
+) -> (BTreeMap<String, Entry>, BTreeSet<String>) {
+    let mut next = BTreeMap::new();
+    let mut current = BTreeSet::new();
+    for (step, done) in catalog.steps.iter().zip(ran) {
+        let Some(desired) = &step.desired else {
+            continue;
+        };
+        let settled = matches!(done.status, Status::InSync | Status::Changed);
+        for (path, sensitive) in managed_paths(desired) {
+            current.insert(path.clone());
+            let observed = if settled {
+                match observe(host, Path::new(&path)) {
+                    Ok(left) => Some(left),
+                    Err(e) => {
+                        warnings.push(format!(
+                            "cannot read {path} to record what step `{}` left there: {e}; its previous record is kept",
+                            step.name()
+                        ));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            match observed {
+                Some(left) => {
+                    let entry = Entry {
+                        left,
+                        step: step.name(),
+                        source: format!("{}:{}", step.file, step.line),
+                        sensitive,
+                    };
+                    next.insert(path, entry);
+                }
+                None => {
+                    if let Some(entry) = previous.get(&path) {
+                        next.entry(path).or_insert_with(|| entry.clone());
+                    }
+                }
+            }
+        }
+    }
+    (next, current)
+}
+
+/// The paths of the previous record that the catalog no longer manages, in the order
+/// they are rolled back: files and links first, then directories deepest first, so a
+/// directory the agent created is looked at once what it held is gone.
+fn candidates<'p>(
+    previous: &'p BTreeMap<String, Entry>,
+    current: &BTreeSet<String>,
+) -> Vec<(&'p String, &'p Entry)> {
+    let mut list: Vec<(&String, &Entry)> = previous
+        .iter()
+        .filter(|(path, _)| !current.contains(*path))
+        .collect();
+    list.sort_by_key(|(path, entry)| {
+        let dir = entry.left == Left::Directory;
+        let depth = if dir {
+            Path::new(path.as_str()).components().count()
+        } else {
+            0
+        };
+        (dir, Reverse(depth), path.as_str())
+    });
+    list
+}
+
+/// A path's current state, in the terms of the record.
+fn observe(host: &dyn Host, path: &Path) -> Result<Left, host::Error> {
+    Ok(match host.lstat(path)? {
+        None => Left::Absent,
+        Some(meta) => match meta.kind {
+            Kind::File => Left::File {
+                sha256: sha256_hex(&host.read_file(path)?),
+            },
+            Kind::Dir => Left::Directory,
+            Kind::Symlink => Left::Symlink {
+                target: host.read_link(path)?.to_string_lossy().into_owned(),
+            },
+            Kind::Other => Left::Other,
+        },
+    })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(64);
+    for b in Sha256::digest(bytes) {
+        write!(out, "{b:02x}").expect("writing to a String cannot fail, because it only allocates");
+    }
+    out
+}
+
+/// What to do with one path that left the catalog.
+enum Verdict {
+    /// Nothing to do on the machine; the path is forgotten (with its originals record,
+    /// unless `keep_record`).
+    Forget { reason: String, keep_record: bool },
+    /// Leave the path as it is (reported as skipped, with why) and forget it.
+    Leave { reason: String },
+    /// Put the path back.
+    Act {
+        changes: Vec<Change>,
+        action: Action,
+    },
+}
+
+enum Action {
+    RemoveFile,
+    RemoveDir,
+    /// Replace the content (atomically, with the original mode and owner).
+    Write {
+        content: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// Set owner and group (when `owner`), then the mode (when `mode`).
+    Attrs {
+        mode: Option<u32>,
+        owner: Option<(u32, u32)>,
+    },
+    /// Point a link at `target` again (when set), then give it its owner back.
+    Link {
+        target: Option<PathBuf>,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+struct Rollback<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    originals: Originals,
+    dry_run: bool,
+    /// The record the paths come from, as each report's `source`.
+    source: String,
+    /// Paths removed by this rollback (in a dry run: that would be): a directory that
+    /// holds only those counts as empty.
+    gone: HashSet<PathBuf>,
+    warnings: Vec<String>,
+}
+
+/// A report for `path` with nothing decided yet.
+fn blank(path: &str, source: String) -> StepReport {
+    StepReport {
+        id: ID.to_owned(),
+        instance: Some(path.to_owned()),
+        role: "-".to_owned(),
+        source,
+        resource: String::new(),
+        status: Status::InSync,
+        reason: None,
+        changes: Vec::new(),
+        error: None,
+        notified_by: Vec::new(),
+        modified: false,
+        refreshed: None,
+    }
+}
+
+fn change(kind: ChangeKind, path: &Path) -> Change {
+    Change {
+        kind,
+        path: path.display().to_string(),
+        before: None,
+        after: None,
+        diff: None,
+        note: None,
+        output: None,
+    }
+}
+
+fn mode_str(mode: u32) -> String {
+    format!("{mode:04o}")
+}
+
+impl Rollback<'_, '_> {
+    /// Rolls back one path: its report, and whether the record keeps the path (a
+    /// failure is tried again on the next run).
+    fn one(&mut self, path: &str, entry: &Entry) -> (StepReport, bool) {
+        let mut item = blank(path, self.source.clone());
+        item.resource = format!("{} {path}", entry.left.noun());
+        let was = format!("step `{}` ({})", entry.step, entry.source);
+        let p = Path::new(path);
+        let verdict = match self.decide(p, entry) {
+            Ok(v) => v,
+            Err(e) => {
+                item.status = Status::Failed;
+                item.error = Some(failure(path, &was, &e));
+                return (item, true);
+            }
+        };
+        match verdict {
+            Verdict::Forget {
+                reason,
+                keep_record,
+            } => {
+                item.reason = Some(format!("{reason}; {was} no longer manages it"));
+                if !keep_record {
+                    self.forget(p);
+                }
+                (item, false)
+            }
+            Verdict::Leave { reason } => {
+                item.status = Status::Skipped;
+                item.reason = Some(format!(
+                    "{reason}; left as it is, and no longer managed ({was} is gone)"
+                ));
+                self.forget(p);
+                (item, false)
+            }
+            Verdict::Act { changes, action } => {
+                item.changes = changes;
+                item.reason = Some(format!("{was} no longer manages it"));
+                let removal = matches!(action, Action::RemoveFile | Action::RemoveDir);
+                if removal {
+                    self.gone.insert(p.to_owned());
+                }
+                if self.dry_run {
+                    item.status = Status::Pending;
+                    return (item, true);
+                }
+                let mut modified = false;
+                match self.apply(p, &action, &mut modified) {
+                    Ok(()) => {
+                        item.status = Status::Changed;
+                        item.modified = true;
+                        self.forget(p);
+                        (item, false)
+                    }
+                    Err(e) => {
+                        if removal {
+                            self.gone.remove(p);
+                        }
+                        item.status = Status::Failed;
+                        item.modified = modified;
+                        item.error = Some(failure(path, &was, &e));
+                        (item, true)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes the originals record of a path rollback is done with (not in a dry run).
+    fn forget(&mut self, path: &Path) {
+        if self.dry_run {
+            return;
+        }
+        if let Err(e) = self.originals.forget(self.ctx.host, path) {
+            self.warnings.push(format!(
+                "cannot delete the originals record of {} under {}: {e}; delete it by hand, or a later step managing the path will not record its state of that time",
+                path.display(),
+                self.originals.dir().display()
+            ));
+        }
+    }
+
+    /// Reads only.
+    fn decide(&self, path: &Path, entry: &Entry) -> Result<Verdict, resource::Error> {
+        let host = self.ctx.host;
+        match entry.left {
+            Left::Absent => {
+                return Ok(Verdict::Forget {
+                    reason: "a step removed it, and rollback does not bring back what a step removed (its original stays recorded)".to_owned(),
+                    keep_record: true,
+                });
+            }
+            Left::Other => {
+                return Ok(Verdict::Forget {
+                    reason: "not a file, directory or link, which rollback never touches"
+                        .to_owned(),
+                    keep_record: true,
+                });
+            }
+            Left::File { .. } | Left::Directory | Left::Symlink { .. } => {}
+        }
+        let Some(record) = self.originals.get(host, path)? else {
+            return Ok(Verdict::Forget {
+                reason: "the agent never changed it (it already was as the step wanted), so there is nothing to restore".to_owned(),
+                keep_record: false,
+            });
+        };
+        let now = observe(host, path)?;
+        if now != entry.left {
+            return Ok(match (&now, record.existed) {
+                (Left::Absent, false) => Verdict::Forget {
+                    reason: "already absent".to_owned(),
+                    keep_record: false,
+                },
+                (Left::Absent, true) => Verdict::Leave {
+                    reason:
+                        "removed since the agent last wrote it, so its original is not restored"
+                            .to_owned(),
+                },
+                _ => Verdict::Leave {
+                    reason: "changed since the agent last wrote it".to_owned(),
+                },
+            });
+        }
+        if record.existed {
+            self.restore(path, &now, &record, entry.sensitive)
+        } else {
+            self.remove(path, &now)
+        }
+    }
+
+    /// A path the agent created.
+    fn remove(&self, path: &Path, now: &Left) -> Result<Verdict, resource::Error> {
+        if *now != Left::Directory {
+            return Ok(Verdict::Act {
+                changes: vec![change(ChangeKind::Remove, path)],
+                action: Action::RemoveFile,
+            });
+        }
+        let held: Vec<String> = self
+            .ctx
+            .host
+            .read_dir(path)?
+            .into_iter()
+            .filter(|name| !self.gone.contains(&path.join(name)))
+            .collect();
+        if let Some(first) = held.first() {
+            return Ok(Verdict::Leave {
+                reason: format!(
+                    "the agent created this directory, but it is not empty ({} {}, e.g. {first})",
+                    held.len(),
+                    if held.len() == 1 { "entry" } else { "entries" }
+                ),
+            });
+        }
+        Ok(Verdict::Act {
+            changes: vec![change(ChangeKind::Remove, path)],
+            action: Action::RemoveDir,
+        })
+    }
+
+    /// A path the agent changed: the differences from its original, and how to undo them.
+    fn restore(
+        &self,
+        path: &Path,
+        now: &Left,
+        record: &Record,
+        sensitive: bool,
+    ) -> Result<Verdict, resource::Error> {
+        let host = self.ctx.host;
+        let was_kind = record.kind.as_deref().unwrap_or("unknown");
+        if was_kind != now.record_kind() {
+            return Ok(Verdict::Leave {
+                reason: format!(
+                    "it was a {was_kind} before the agent changed it and is a {} now, which rollback does not undo",
+                    now.noun()
+                ),
+            });
+        }
+        let (Some(mode), Some(uid), Some(gid)) = (record.mode, record.uid, record.gid) else {
+            return Err(resource::Error::Refused(format!(
+                "the originals record of {} is incomplete (no mode or owner)",
+                path.display()
+            )));
+        };
+        let Some(meta) = host.lstat(path)? else {
+            return Err(resource::Error::Refused(format!(
+                "{} disappeared while it was being rolled back",
+                path.display()
+            )));
+        };
+        let mut changes = Vec::new();
+        let mut new_content = None;
+        let mut new_target = None;
+        match now {
+            Left::File { .. } => {
+                let original = self.originals.content(host, record)?;
+                let current = host.read_file(path)?;
+                if original != current {
+                    let shown = path.display().to_string();
+                    let mut c = change(ChangeKind::Content, path);
+                    c.diff = if sensitive {
+                        Some(diff::redacted(&shown))
+                    } else {
+                        diff::unified(&shown, &current, &original)
+                    };
+                    changes.push(c);
+                    new_content = Some(original);
+                }
+            }
+            Left::Symlink { target } => {
+                let Some(original) = &record.target else {
+                    return Err(resource::Error::Refused(format!(
+                        "the originals record of the link {} has no target",
+                        path.display()
+                    )));
+                };
+                if original != target {
+                    let mut c = change(ChangeKind::Target, path);
+                    c.before = Some(target.clone());
+                    c.after = Some(original.clone());
+                    changes.push(c);
+                    new_target = Some(PathBuf::from(original));
+                }
+            }
+            Left::Directory | Left::Absent | Left::Other => {}
+        }
+        // A link has no mode of its own.
+        let is_link = matches!(now, Left::Symlink { .. });
+        if !is_link && mode != meta.mode {
+            let mut c = change(ChangeKind::Mode, path);
+            c.before = Some(mode_str(meta.mode));
+            c.after = Some(mode_str(mode));
+            changes.push(c);
+        }
+        if uid != meta.uid {
+            let mut c = change(ChangeKind::Owner, path);
+            c.before = Some(self.user_label(meta.uid));
+            c.after = Some(self.user_label(uid));
+            changes.push(c);
+        }
+        if gid != meta.gid {
+            let mut c = change(ChangeKind::Group, path);
+            c.before = Some(self.group_label(meta.gid));
+            c.after = Some(self.group_label(gid));
+            changes.push(c);
+        }
+        if changes.is_empty() {
+            return Ok(Verdict::Forget {
+                reason: "already as it was before the agent first changed it".to_owned(),
+                keep_record: false,
+            });
+        }
+        let owner_differs = uid != meta.uid || gid != meta.gid;
+        let action = if is_link {
+            Action::Link {
+                target: new_target,
+                uid,
+                gid,
+            }
+        } else if let Some(content) = new_content {
+            Action::Write {
+                content,
+                mode,
+                uid,
+                gid,
+            }
+        } else {
+            Action::Attrs {
+                // chown clears setuid and setgid bits: the mode is set again after it.
+                mode: (mode != meta.mode || owner_differs).then_some(mode),
+                owner: owner_differs.then_some((uid, gid)),
+            }
+        };
+        Ok(Verdict::Act { changes, action })
+    }
+
+    fn apply(
+        &self,
+        path: &Path,
+        action: &Action,
+        modified: &mut bool,
+    ) -> Result<(), resource::Error> {
+        let host = self.ctx.host;
+        self.guard(path, action)?;
+        match action {
+            Action::RemoveFile => host.remove_file(path)?,
+            Action::RemoveDir => host.remove_dir(path)?,
+            Action::Write {
+                content,
+                mode,
+                uid,
+                gid,
+            } => {
+                let staged = host.stage_file(path, content, *mode, *uid, *gid)?;
+                if let Err(e) = host.commit_file(&staged, path) {
+                    let _ = host.discard_staged(&staged);
+                    return Err(e.into());
+                }
+            }
+            Action::Attrs { mode, owner } => {
+                if let Some((uid, gid)) = owner {
+                    host.set_owner(path, Some(*uid), Some(*gid))?;
+                    *modified = true;
+                }
+                if let Some(mode) = mode {
+                    host.set_mode(path, *mode)?;
+                }
+            }
+            Action::Link { target, uid, gid } => {
+                if let Some(target) = target {
+                    host.symlink(target, path)?;
+                    *modified = true;
+                }
+                // A new link belongs to the agent: give it its original owner back.
+                if let Some(meta) = host.lstat(path)?
+                    && (meta.uid != *uid || meta.gid != *gid)
+                {
+                    host.set_owner(path, Some(*uid), Some(*gid))?;
+                }
+            }
+        }
+        *modified = true;
+        Ok(())
+    }
+
+    /// The lockout guard, as for any step: removing or rewriting a file must not take
+    /// away the last way an administrator logs in over SSH.
+    fn guard(&self, path: &Path, action: &Action) -> Result<(), resource::Error> {
+        let content: &[u8] = match action {
+            Action::RemoveFile => &[],
+            Action::Write { content, .. } => content,
+            Action::RemoveDir | Action::Attrs { .. } | Action::Link { .. } => return Ok(()),
+        };
+        let text = String::from_utf8_lossy(content);
+        lockout::check(
+            self.ctx,
+            &Proposal::KeysFile {
+                path,
+                content: &text,
+            },
+        )?;
+        if turns_password_login_off(path, &text) {
+            lockout::check(self.ctx, &Proposal::PasswordLoginOff)?;
+        }
+        Ok(())
+    }
+
+    fn user_label(&self, uid: u32) -> String {
+        match self.ctx.host.user_name(uid) {
+            Ok(Some(name)) => name,
+            _ => uid.to_string(),
+        }
+    }
+
+    fn group_label(&self, gid: u32) -> String {
+        match self.ctx.host.group_name(gid) {
+            Ok(Some(name)) => name,
+            _ => gid.to_string(),
+        }
+    }
+}
+
+/// Whether `text` is sshd configuration that switches password login off.
+fn turns_password_login_off(path: &Path, text: &str) -> bool {
+    let sshd_config =
+        path == Path::new("/etc/ssh/sshd_config") || path.starts_with("/etc/ssh/sshd_config.d");
+    sshd_config
+        && text.lines().any(|line| {
+            let mut words = line.split_whitespace();
+            words
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("PasswordAuthentication"))
+                && words.next().is_some_and(|v| v.eq_ignore_ascii_case("no"))
+        })
+}
+
+fn failure(path: &str, was: &str, e: &resource::Error) -> String {
+    format!(
+        "cannot roll back {path}, which {was} managed: {e}\nhint: the next run tries again; fix what the message says, or put {path} the way you want it by hand (rollback then leaves it alone)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine;
+    use crate::facts::Facts;
+    use crate::host::FakeHost;
+    use crate::host::fake::Node;
+    use crate::state_repo::{self, DirSource, infra_toml::Version};
+
+    const STATE: &str = "/var/lib/infra-agent";
+
+    /// The catalog of host `h1` whose one role holds `steps`.
+    fn catalog(steps: &str) -> Catalog {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            ("infra.toml", "format = 1\n"),
+            (
+                "inventory/production.toml",
+                "[groups.all]\nroles = [\"r\"]\n\n[groups.g]\nhosts = [\"h1\"]\n",
+            ),
+            ("roles/r.toml", steps),
+        ];
+        for (path, text) in files {
+            let full = dir.path().join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, text).unwrap();
+        }
+        let repo = state_repo::load(&DirSource::new(dir.path()), Version::agent())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sel = repo.select("h1").unwrap_or_else(|e| panic!("{e}"));
+        crate::catalog::compile(&repo, &sel, &Facts::placeholder("h1"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn file(id: &str, path: &str, content: &str) -> String {
+        format!(
+            "[[step]]\nid = \"{id}\"\ntype = \"file\"\npath = \"{path}\"\ncontent = \"{content}\"\n\n"
+        )
+    }
+
+    /// A run as `--once` does it: the engine, then rollback.
+    fn converge_with(host: &FakeHost, catalog: &Catalog, options: &Options) -> RunReport {
+        let files = |p: &str| -> Result<Vec<u8>, String> { Err(format!("{p}: no files here")) };
+        let originals = Originals::new(Path::new(STATE));
+        let mut ctx = Ctx::new(
+            host,
+            options.dry_run,
+            (!options.dry_run).then_some(&originals),
+            &files,
+        );
+        ctx.settings.state_dir = PathBuf::from(STATE);
+        let mut report = engine::run(catalog, &ctx, options).expect("the run starts");
+        let warnings = run(catalog, &ctx, options, &mut report);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        report
+    }
+
+    fn converge(host: &FakeHost, catalog: &Catalog) -> RunReport {
+        converge_with(host, catalog, &Options::default())
+    }
+
+    fn dry_run(host: &FakeHost, catalog: &Catalog) -> RunReport {
+        let options = Options {
+            dry_run: true,
+            ..Options::default()
+        };
+        converge_with(host, catalog, &options)
+    }
+
+    fn rollbacks(report: &RunReport) -> Vec<&StepReport> {
+        report.steps.iter().filter(|s| s.id == ID).collect()
+    }
+
+    fn names(report: &RunReport) -> Vec<String> {
+        rollbacks(report).iter().map(|s| s.name()).collect()
+    }
+
+    fn kinds(step: &StepReport) -> Vec<ChangeKind> {
+        step.changes.iter().map(|c| c.kind).collect()
+    }
+
+    fn managed(host: &FakeHost) -> BTreeMap<String, Entry> {
+        let bytes = host.read_file(&managed_file(Path::new(STATE))).unwrap();
+        let doc: Managed = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc.schema, SCHEMA);
+        doc.paths
+    }
+
+    fn has_record(host: &FakeHost, path: &str) -> bool {
+        Originals::new(Path::new(STATE))
+            .get(host, Path::new(path))
+            .unwrap()
+            .is_some()
+    }
+
+    fn text(report: &RunReport) -> String {
+        let mut out = Vec::new();
+        crate::report::text(&mut out, "h1", "production", report).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn hand_edit(host: &FakeHost, path: &str, content: &str) {
+        host.set_node(
+            path,
+            Some(Node::File {
+                content: content.as_bytes().to_vec(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            }),
+        );
+    }
+
+    #[test]
+    fn a_created_file_is_removed_when_its_step_goes_away() {
+        let host = FakeHost::new().with_dir("/srv", 0o755);
+        let keep = file("keep", "/srv/keep", "kept\\n");
+        let a = catalog(&format!("{}{keep}", file("new", "/srv/new", "created\\n")));
+        let b = catalog(&keep);
+
+        assert_eq!(converge(&host, &a).exit_code(), 2);
+        assert!(matches!(managed(&host)["/srv/new"].left, Left::File { .. }));
+        assert!(has_record(&host, "/srv/new"));
+
+        let report = converge(&host, &b);
+        assert_eq!(names(&report), ["rollback[/srv/new]"]);
+        let item = rollbacks(&report)[0];
+        assert_eq!(item.status, Status::Changed);
+        assert_eq!(item.resource, "file /srv/new");
+        assert_eq!(kinds(item), [ChangeKind::Remove]);
+        assert_eq!(report.exit_code(), 2);
+        assert!(host.node("/srv/new").is_none());
+        assert!(!has_record(&host, "/srv/new"));
+        assert!(has_record(&host, "/srv/keep"));
+        assert_eq!(
+            managed(&host).keys().collect::<Vec<_>>(),
+            ["/srv/keep"],
+            "the path is no longer managed"
+        );
+        let out = text(&report);
+        assert!(
+            out.contains("rollback[/srv/new] (file /srv/new): changed\n  ~ remove /srv/new\n"),
+            "{out}"
+        );
+
+        let again = converge(&host, &b);
+        assert!(rollbacks(&again).is_empty(), "{:#?}", again.steps);
+        assert_eq!(again.exit_code(), 0);
+    }
+
+    #[test]
+    fn a_created_file_edited_by_hand_is_left_in_place_with_a_note() {
+        let host = FakeHost::new().with_dir("/srv", 0o755);
+        let keep = file("keep", "/srv/keep", "kept\\n");
+        let a = catalog(&format!("{}{keep}", file("new", "/srv/new", "created\\n")));
+        let b = catalog(&keep);
+        converge(&host, &a);
+        hand_edit(&host, "/srv/new", "edited by hand\n");
+
+        let report = converge(&host, &b);
+        let item = rollbacks(&report)[0];
+        assert_eq!(item.status, Status::Skipped);
+        let reason = item.reason.as_deref().unwrap();
+        assert!(
+            reason.contains("changed since the agent last wrote it; left as it is"),
+            "{reason}"
+        );
+        assert!(reason.contains("step `new` (roles/r.toml:"), "{reason}");
+        // A note, not a failure: the run is in sync.
+        assert_eq!(report.exit_code(), 0);
+        assert!(
+            text(&report).contains("rollback[/srv/new]: skipped: changed since"),
+            "{}",
+            text(&report)
+        );
+        assert_eq!(host.file("/srv/new").unwrap().0, b"edited by hand\n");
+        assert!(!has_record(&host, "/srv/new"));
+        assert!(!managed(&host).contains_key("/srv/new"));
+
+        // Reported once: the path is the user's now.
+        assert!(rollbacks(&converge(&host, &b)).is_empty());
+        assert_eq!(host.file("/srv/new").unwrap().0, b"edited by hand\n");
+    }
+
+    #[test]
+    fn a_changed_file_gets_its_content_mode_and_owner_back() {
+        let host = FakeHost::new()
+            .with_user("alice", 1000)
+            .with_group("staff", 50)
+            .with_file("/etc/app.conf", "original\n", 0o600)
+            .with_owner("/etc/app.conf", 1000, 50);
+        let keep = file("keep", "/etc/keep", "kept\\n");
+        let a = catalog(&format!(
+            "[[step]]\nid = \"app\"\ntype = \"file\"\npath = \"/etc/app.conf\"\ncontent = \"managed\\n\"\nmode = \"0644\"\nowner = \"root\"\ngroup = \"root\"\n\n{keep}"
+        ));
+        let b = catalog(&keep);
+        converge(&host, &a);
+        assert_eq!(
+            host.file("/etc/app.conf").unwrap(),
+            (b"managed\n".to_vec(), 0o644, 0, 0)
+        );
+
+        let report = converge(&host, &b);
+        let item = rollbacks(&report)[0];
+        assert_eq!(item.name(), "rollback[/etc/app.conf]");
+        assert_eq!(item.status, Status::Changed);
+        assert_eq!(
+            kinds(item),
+            [
+                ChangeKind::Content,
+                ChangeKind::Mode,
+                ChangeKind::Owner,
+                ChangeKind::Group
+            ]
+        );
+        let diff = item.changes[0].diff.as_deref().unwrap();
+        assert!(diff.contains("-managed\n+original\n"), "{diff}");
+        assert_eq!(
+            item.changes[1].to_string(),
+            "mode /etc/app.conf: 0644 -> 0600"
+        );
+        assert_eq!(
+            item.changes[2].to_string(),
+            "owner /etc/app.conf: root -> alice"
+        );
+        assert_eq!(
+            item.changes[3].to_string(),
+            "group /etc/app.conf: root -> staff"
+        );
+        assert_eq!(
+            host.file("/etc/app.conf").unwrap(),
+            (b"original\n".to_vec(), 0o600, 1000, 50)
+        );
+        assert!(!has_record(&host, "/etc/app.conf"));
+        assert!(rollbacks(&converge(&host, &b)).is_empty());
+    }
+
+    #[test]
+    fn a_file_whose_mode_alone_changed_gets_its_mode_back_without_a_rewrite() {
+        let host = FakeHost::new().with_file("/etc/app.conf", "same\n", 0o600);
+        let keep = file("keep", "/etc/keep", "kept\\n");
+        let a = catalog(&format!(
+            "[[step]]\nid = \"app\"\ntype = \"file\"\npath = \"/etc/app.conf\"\ncontent = \"same\\n\"\nmode = \"0644\"\n\n{keep}"
+        ));
+        converge(&host, &a);
+        host.clear_log();
+        let report = converge(&host, &catalog(&keep));
+        assert_eq!(kinds(rollbacks(&report)[0]), [ChangeKind::Mode]);
+        assert_eq!(host.mutations()[0], "chmod /etc/app.conf 0600");
+        assert!(
+            !host
+                .mutations()
+                .iter()
+                .any(|m| m.starts_with("write /etc/app.conf"))
+        );
+        assert_eq!(host.file("/etc/app.conf").unwrap().1, 0o600);
+    }
+
+    #[test]
+    fn a_symlink_gets_its_target_back() {
+        let host = FakeHost::new().with_symlink("/srv/current", "/srv/v1");
+        let keep = file("keep", "/srv/keep", "kept\\n");
+        let a = catalog(&format!(
+            "[[step]]\nid = \"current\"\ntype = \"symlink\"\npath = \"/srv/current\"\ntarget = \"/srv/v2\"\n\n{keep}"
+        ));
+        converge(&host, &a);
+        assert_eq!(
+            host.read_link(Path::new("/srv/current")).unwrap(),
+            Path::new("/srv/v2")
+        );
+
+        let report = converge(&host, &catalog(&keep));
+        let item = rollbacks(&report)[0];
+        assert_eq!(item.resource, "symlink /srv/current");
+        assert_eq!(item.status, Status::Changed);
+        assert_eq!(
+            item.changes[0].to_string(),
+            "target /srv/current: /srv/v2 -> /srv/v1"
+        );
+        assert_eq!(
+            host.read_link(Path::new("/srv/current")).unwrap(),
+            Path::new("/srv/v1")
+        );
+        assert!(!has_record(&host, "/srv/current"));
+    }
+
+    const TREE: &str = "[[step]]\nid = \"app\"\ntype = \"directory\"\npath = \"/srv/app\"\n\n[[step]]\nid = \"conf\"\ntype = \"file\"\npath = \"/srv/app/conf\"\ncontent = \"x\\n\"\nrequires = [\"app\"]\n\n[[step]]\nid = \"data\"\ntype = \"directory\"\npath = \"/srv/data\"\n\n";
+
+    #[test]
+    fn a_created_directory_is_removed_only_when_empty() {
+        let host = FakeHost::new().with_dir("/srv", 0o755);
+        let keep = file("keep", "/srv/keep", "kept\\n");
+        converge(&host, &catalog(&format!("{TREE}{keep}")));
+        hand_edit(&host, "/srv/data/notes", "mine\n");
+
+        let report = converge(&host, &catalog(&keep));
+        // The file first, then the directories, deepest first.
+        assert_eq!(
+            names(&report),
+            [
+                "rollback[/srv/app/conf]",
+                "rollback[/srv/app]",
+                "rollback[/srv/data]"
+            ]
+        );
+        let items = rollbacks(&report);
+        assert_eq!(items[0].status, Status::Changed);
+        assert_eq!(items[1].status, Status::Changed);
+        assert_eq!(kinds(items[1]), [ChangeKind::Remove]);
+        assert_eq!(items[1].resource, "directory /srv/app");
+        assert_eq!(items[2].status, Status::Skipped);
+        let reason = items[2].reason.as_deref().unwrap();
+        assert!(
+            reason.contains("not empty (1 entry, e.g. notes); left as it is"),
+            "{reason}"
+        );
+        assert!(host.node("/srv/app").is_none());
+        assert!(host.node("/srv/data").is_some());
+        assert_eq!(host.file("/srv/data/notes").unwrap().0, b"mine\n");
+    }
+
+    #[test]
+    fn a_dry_run_changes_nothing_and_reports_what_rollback_would_do() {
+        let host =
+            FakeHost::new()
+                .with_dir("/srv", 0o755)
+                .with_file("/etc/app.conf", "original\n", 0o600);
+        let keep = file("keep", "/srv/keep", "kept\\n");
+        let app = file("app-conf", "/etc/app.conf", "managed\\n");
+        converge(&host, &catalog(&format!("{TREE}{app}{keep}")));
+        let b = catalog(&keep);
+        host.clear_log();
+        let paths = host.paths();
+        let record = host.read_file(&managed_file(Path::new(STATE))).unwrap();
+
+        let report = dry_run(&host, &b);
+        assert_eq!(
+            names(&report),
+            [
+                "rollback[/etc/app.conf]",
+                "rollback[/srv/app/conf]",
+                "rollback[/srv/app]",
+                "rollback[/srv/data]"
+            ]
+        );
+        // The directory holds only what would be removed before it: it would go too.
+        for item in rollbacks(&report) {
+            assert_eq!(item.status, Status::Pending, "{item:#?}");
+        }
+        let out = text(&report);
+        assert!(
+            out.contains("rollback[/etc/app.conf] (file /etc/app.conf): would change\n  ~ content /etc/app.conf\n"),
+            "{out}"
+        );
+        assert!(out.contains("-managed\n    +original\n"), "{out}");
+        assert_eq!(report.exit_code(), 2);
+        assert_eq!(host.mutations(), Vec::<String>::new());
+        assert_eq!(host.paths(), paths);
+        assert_eq!(
+            host.read_file(&managed_file(Path::new(STATE))).unwrap(),
+            record
+        );
+        assert!(has_record(&host, "/etc/app.conf"));
+
+        // The real run does what the dry run said.
+        let report = converge(&host, &b);
+        for item in rollbacks(&report) {
+            assert_eq!(item.status, Status::Changed, "{item:#?}");
+        }
+        assert_eq!(names(&report).len(), 4);
+        assert!(host.node("/srv/app").is_none());
+        assert!(host.node("/srv/data").is_none());
+        assert_eq!(host.file("/etc/app.conf").unwrap().0, b"original\n");
+    }
+
+    #[test]
+    fn a_step_still_in_the_catalog_is_not_touched() {
+        let host = FakeHost::new().with_dir("/srv", 0o755);
+        let a = catalog(&format!(
+            "{}{}",
+            file("one", "/srv/one", "1\\n"),
+            file("two", "/srv/two", "2\\n")
+        ));
+        converge(&host, &a);
+        // `two` stays, with new content: an ordinary change, not a rollback.
+        let b = catalog(&file("two", "/srv/two", "2 again\\n"));
+        let report = converge(&host, &b);
+        assert_eq!(names(&report), ["rollback[/srv/one]"]);
+        assert_eq!(host.file("/srv/two").unwrap().0, b"2 again\n");
+        assert!(has_record(&host, "/srv/two"));
+        let entry = &managed(&host)["/srv/two"];
+        assert_eq!(
+            entry.left,
+            Left::File {
+                sha256: sha256_hex(b"2 again\n")
+            }
+        );
+        assert_eq!(entry.step, "two");
+        assert_eq!(entry.source, "roles/r.toml:1");
+    }
+
+    #[test]
+    fn a_step_that_failed_this_run_keeps_its_entry() {
+        let host = FakeHost::new().with_dir("/srv", 0o755);
+        let keep = file("keep", "/srv/keep", "kept\\n");
+        converge(
+            &host,
+            &catalog(&format!("{}{keep}", file("a", "/srv/a", "one\\n"))),
+        );
+        let entry = managed(&host)["/srv/a"].clone();
+        assert_eq!(
+            entry.left,
+            Left::File {
+                sha256: sha256_hex(b"one\n")
+            }
+        );
+
+        // Something put a directory where the file was: the step fails.
+        host.set_node(
+            "/srv/a",
+            Some(Node::Dir {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            }),
+        );
+        let report = converge(
+            &host,
+            &catalog(&format!("{}{keep}", file("a", "/srv/a", "two\\n"))),
+        );
+        assert_eq!(report.steps[0].status, Status::Failed);
+        assert!(rollbacks(&report).is_empty());
+        assert_eq!(managed(&host)["/srv/a"], entry);
+
+        // The file is back as the agent left it, and the step goes away: rolled back.
+        hand_edit(&host, "/srv/a", "one\n");
+        let report = converge(&host, &catalog(&keep));
+        assert_eq!(rollbacks(&report)[0].status, Status::Changed);
+        assert!(host.node("/srv/a").is_none());
+    }
+
+    #[test]
+    fn a_path_the_agent_never_changed_is_only_forgotten() {
+        let host = FakeHost::new().with_file("/srv/same", "same\n", 0o644);
+        let keep = file("keep", "/srv/keep", "kept\\n");
+        let a = catalog(&format!("{}{keep}", file("same", "/srv/same", "same\\n")));
+        converge(&host, &a);
+        assert!(managed(&host).contains_key("/srv/same"));
+        assert!(!has_record(&host, "/srv/same"));
+
+        let report = converge(&host, &catalog(&keep));
+        let item = rollbacks(&report)[0];
+        assert_eq!(item.status, Status::InSync);
+        assert!(
+            item.reason.as_deref().unwrap().contains("never changed it"),
+            "{item:#?}"
+        );
+        assert_eq!(report.exit_code(), 0);
+        assert_eq!(host.file("/srv/same").unwrap().0, b"same\n");
+        assert!(!managed(&host).contains_key("/srv/same"));
+    }
+
+    #[test]
+    fn a_path_a_step_removed_is_not_brought_back() {
+        let host = FakeHost::new().with_file("/srv/old", "old\n", 0o644);
+        let keep = file("keep", "/srv/keep", "kept\\n");
+        let a = catalog(&format!(
+            "[[step]]\nid = \"old\"\ntype = \"file\"\npath = \"/srv/old\"\nstate = \"absent\"\n\n{keep}"
+        ));
+        converge(&host, &a);
+        assert_eq!(managed(&host)["/srv/old"].left, Left::Absent);
+
+        let report = converge(&host, &catalog(&keep));
+        assert_eq!(rollbacks(&report)[0].status, Status::InSync);
+        assert!(host.node("/srv/old").is_none());
+        // The original stays recorded, should someone want it back by hand.
+        assert!(has_record(&host, "/srv/old"));
+        assert!(!managed(&host).contains_key("/srv/old"));
+    }
+
+    #[test]
+    fn nothing_is_rolled_back_with_only() {
+        let host = FakeHost::new().with_dir("/srv", 0o755);
+        let keep = file("keep", "/srv/keep", "kept\\n");
+        converge(
+            &host,
+            &catalog(&format!("{}{keep}", file("new", "/srv/new", "x\\n"))),
+        );
+        let record = host.read_file(&managed_file(Path::new(STATE))).unwrap();
+        let options = Options {
+            only: vec!["keep".to_owned()],
+            ..Options::default()
+        };
+        let report = converge_with(&host, &catalog(&keep), &options);
+        assert!(rollbacks(&report).is_empty());
+        assert!(host.node("/srv/new").is_some());
+        assert_eq!(
+            host.read_file(&managed_file(Path::new(STATE))).unwrap(),
+            record
+        );
+    }
+
+    #[test]
+    fn a_damaged_record_rolls_nothing_back_and_is_kept_aside() {
+        let host = FakeHost::new()
+            .with_dir("/srv", 0o755)
+            .with_file("/srv/new", "x\n", 0o644)
+            .with_file(format!("{STATE}/managed.json"), "{\"schema\": 1", 0o600);
+        let keep = file("keep", "/srv/keep", "kept\\n");
+        let files = |p: &str| -> Result<Vec<u8>, String> { Err(p.to_owned()) };
+        let originals = Originals::new(Path::new(STATE));
+        let ctx = Ctx::new(&host, false, Some(&originals), &files);
+        let b = catalog(&keep);
+        let options = Options::default();
+        let mut report = engine::run(&b, &ctx, &options).unwrap();
+        let warnings = run(&b, &ctx, &options, &mut report);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("managed.json cannot be used (it is not a valid record"),
+            "{}",
+            warnings[0]
+        );
+        assert!(rollbacks(&report).is_empty());
+        assert!(host.node("/srv/new").is_some());
+        assert_eq!(
+            host.file(format!("{STATE}/managed.json.damaged"))
+                .unwrap()
+                .0,
+            b"{\"schema\": 1"
+        );
+        assert_eq!(managed(&host).keys().collect::<Vec<_>>(), ["/srv/keep"]);
+    }
+
+    #[test]
+    fn paths_are_normalised_and_only_file_like_steps_manage_paths() {
+        let c = catalog(
+            "[[step]]\nid = \"f\"\ntype = \"file\"\npath = \"/etc//x/\"\ncontent = \"\"\n\n[[step]]\nid = \"p\"\ntype = \"package\"\nnames = [\"zsh\"]\n",
+        );
+        let paths: Vec<Vec<(String, bool)>> = c
+            .steps
+            .iter()
+            .map(|s| managed_paths(s.desired.as_ref().unwrap()))
+            .collect();
+        assert_eq!(paths, [vec![("/etc/x".to_owned(), false)], vec![]]);
+    }
+}

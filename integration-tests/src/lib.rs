@@ -61,6 +61,7 @@
 
 pub mod apt_repo;
 pub mod docker;
+pub mod git_server;
 pub mod image;
 pub mod process;
 pub mod test_host;

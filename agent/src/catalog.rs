@@ -43,6 +43,8 @@ pub struct CatalogStep {
     pub line: usize,
     pub requires: Vec<String>,
     pub notify: Vec<String>,
+    /// Whether the daemon watches the step's path for hand edits (`watch`).
+    pub watch: bool,
     /// A condition left for run time: it reads `changed()` or facts, which earlier
     /// steps may change.
     #[serde(skip)]
@@ -119,6 +121,7 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
             line: def.pos.line,
             requires: def.requires.iter().map(|r| r.id.clone()).collect(),
             notify: def.notify.iter().map(|r| r.id.clone()).collect(),
+            watch: def.watch,
             when,
             desired,
             skipped,

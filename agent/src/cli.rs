@@ -25,12 +25,17 @@ pub struct Cli {
     /// Converge once and exit instead of running as a daemon.
     #[arg(long)]
     pub once: bool,
-    /// With --once: show what would change, change nothing.
+    /// With --once: show what would change, change nothing (a git repository is still
+    /// fetched into the local mirror).
     #[arg(long, requires = "once")]
     pub dry_run: bool,
     /// Run only these steps and what they require.
     #[arg(long, value_name = "ID", num_args = 1..)]
     pub only: Vec<String>,
+    /// With --once from git: apply the branch tip even though it does not descend from
+    /// the commit applied last (after a force-push). Applies to this run only.
+    #[arg(long, requires = "once")]
+    pub allow_rewind: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -41,8 +46,9 @@ pub struct Common {
     /// Agent configuration file [default: /etc/infra-agent/agent.toml].
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// State repository directory (read as it is, uncommitted edits included).
-    #[arg(long, global = true, value_name = "DIR")]
+    /// State repository: a directory (read as it is, uncommitted edits included) or a
+    /// git URL or repository (commit trees only) [default: agent.toml's repository].
+    #[arg(long, global = true, value_name = "DIR|URL")]
     pub repo: Option<PathBuf>,
     /// Host name to select in the inventory (default: this machine's short hostname).
     #[arg(long, global = true, value_name = "NAME")]
@@ -64,15 +70,15 @@ pub enum Command {
     Check,
     /// Print one host's merged data with the file and line each value came from.
     Data,
-    /// Show the last runs (not available yet).
+    /// Show the applied commit, the last runs and anything that needs attention.
     Status,
-    /// Pause converging (not available yet).
+    /// Pause converging (the daemon and --once) until `enable`; status shows why.
     Disable {
         /// Why converging is paused; shown by `status`.
         #[arg(long)]
         reason: String,
     },
-    /// Resume converging (not available yet).
+    /// Resume converging.
     Enable,
 }
 

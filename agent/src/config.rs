@@ -24,12 +24,33 @@ pub const DEFAULT_INTERVAL: u64 = 900;
 /// Up to this many seconds are added at random to every interval, so a fleet does not
 /// poll the git server in step.
 pub const DEFAULT_SPLAY: u64 = 60;
-/// node_exporter's textfile directory on Debian (package prometheus-node-exporter).
+/// The textfile directory of `node_exporter` on Debian (package prometheus-node-exporter).
 pub const DEFAULT_TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
 /// How many runs `status` keeps in its history.
 pub const DEFAULT_HISTORY: usize = 20;
 /// Seconds a run waits for another run's lock before it gives up (exit 1).
 pub const DEFAULT_LOCK_TIMEOUT: u64 = 60;
+
+/// Every key agent.toml accepts (docs/agent-config.md documents each; a test checks).
+pub const KEYS: &[&str] = &[
+    "repository",
+    "branch",
+    "deploy_key",
+    "known_hosts",
+    "token_file",
+    "allowed_signers",
+    "hostname",
+    "state_dir",
+    "package_manager",
+    "apt_lists_max_age",
+    "apt_lock_timeout",
+    "interval",
+    "splay",
+    "watch_drift",
+    "textfile_dir",
+    "history",
+    "lock_timeout",
+];
 
 /// Which program installs packages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -52,7 +73,7 @@ pub struct AgentConfig {
     pub branch: String,
     /// The SSH private key the agent authenticates to the git server with.
     pub deploy_key: Option<PathBuf>,
-    /// The pinned SSH host keys of the git server (known_hosts format).
+    /// The pinned SSH host keys of the git server (`known_hosts` format).
     pub known_hosts: Option<PathBuf>,
     /// A file holding the token for an HTTPS remote.
     pub token_file: Option<PathBuf>,
@@ -199,6 +220,35 @@ mod tests {
         assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("`colour`"));
+    }
+
+    #[test]
+    fn every_listed_key_is_known() {
+        for key in KEYS {
+            let value = match *key {
+                "watch_drift" => "true",
+                "interval" | "splay" | "history" | "lock_timeout" | "apt_lists_max_age"
+                | "apt_lock_timeout" => "5",
+                "package_manager" => "\"apt\"",
+                _ => "\"x\"",
+            };
+            let (_, warnings) = parse(&format!("{key} = {value}\n")).unwrap();
+            assert!(warnings.is_empty(), "{key}: {warnings:?}");
+        }
+        // And nothing else is: a key the struct reads but KEYS lacks would be undocumented.
+        let spec_keys = include_str!("config.rs")
+            .split("struct ConfigSpec {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.trim().split_once(": Option<").map(|(k, _)| k.to_owned()))
+            .collect::<Vec<_>>();
+        let mut listed: Vec<String> = KEYS.iter().map(|k| (*k).to_owned()).collect();
+        let mut read = spec_keys;
+        listed.sort();
+        read.sort();
+        assert_eq!(listed, read);
     }
 
     #[test]

@@ -1,1 +1,288 @@
-//! (being written)
+//! The daemon: what the systemd unit starts (`infra-agent` with no command).
+//!
+//! One thread runs tokio (current-thread runtime) for signals, timers and the drift
+//! watch; each converge runs on a blocking thread so signals are handled while it
+//! works; the watchdog is pinged from a thread of its own (see `sdnotify`), so no
+//! converge, however long apt takes, can starve it.
+//!
+//! Converges: at start, then every `interval` plus a random part of `splay`; at once on
+//! SIGHUP (after re-reading agent.toml); and, with `watch_drift`, a couple of seconds
+//! after a watched file was edited by hand. SIGTERM or SIGINT: the step running
+//! finishes, the others wait for the next start, and the daemon exits 0.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config;
+use crate::host::RealHost;
+use crate::pull::{Cycle, CycleOptions, Origin, Runner, Trigger};
+use crate::sdnotify::{self, Notifier};
+
+/// How long the drift watch waits for a burst of edits to end before converging.
+const DRIFT_QUIET: Duration = Duration::from_secs(2);
+/// The longest a burst may delay the converge.
+const DRIFT_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// Flags that override agent.toml for the daemon.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub repo: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// Runs the daemon until SIGTERM. Returns the exit code.
+pub fn run(overrides: &Overrides) -> Result<u8> {
+    crate::journal::init(false);
+    let runner = load(overrides)?;
+    let notifier = Notifier::from_env();
+    let _watchdog = sdnotify::spawn_watchdog(&notifier);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the daemon's event loop")?;
+    runtime.block_on(main_loop(runner, overrides.clone(), notifier))
+}
+
+/// Reads agent.toml and resolves the origin and the host name.
+fn load(overrides: &Overrides) -> Result<Runner> {
+    let (config, warnings) = config::load(overrides.config.as_deref())?;
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    let location = match (&overrides.repo, &config.repository) {
+        (Some(r), _) | (None, Some(r)) => r.clone(),
+        (None, None) => anyhow::bail!(
+            "agent.toml names no repository\nhint: set repository = \"ssh://...\" in {}",
+            overrides
+                .config
+                .as_deref()
+                .unwrap_or(Path::new(config::DEFAULT_PATH))
+                .display()
+        ),
+    };
+    let origin = Origin::parse(&location, &config);
+    let hostname = match (&overrides.hostname, &config.hostname) {
+        (Some(h), _) | (None, Some(h)) => h.clone(),
+        (None, None) => crate::this_hostname()?,
+    };
+    Ok(Runner::new(config, origin, hostname))
+}
+
+async fn main_loop(runner: Runner, overrides: Overrides, notifier: Notifier) -> Result<u8> {
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Err(e) = notifier.ready() {
+        log::warn!("cannot tell systemd the agent is ready: {e}");
+    }
+    log::info!(
+        "started: {} for host {}, every {} s (+ up to {} s)",
+        describe(&runner.origin),
+        runner.hostname,
+        runner.config.interval,
+        runner.config.splay
+    );
+    let mut runner = Some(runner);
+    let mut trigger = Trigger::Start;
+    loop {
+        notifier.status(&format!("converging ({trigger})")).ok();
+        let mut options = CycleOptions::new(trigger);
+        options.fetch = trigger != Trigger::Drift;
+        options.stop = Some(Arc::clone(&stop));
+        let mut moved = runner.take().expect("the runner is back after every cycle");
+        let work = tokio::task::spawn_blocking(move || {
+            // Facts are read fresh every cycle: packages and the rest change.
+            let host = RealHost::new();
+            let cycle = moved.cycle(&host, &options);
+            (moved, cycle)
+        });
+        tokio::pin!(work);
+        let mut again = false;
+        let (back, cycle) = loop {
+            tokio::select! {
+                done = &mut work => break done.context("a converge panicked")?,
+                _ = term.recv() => stop.store(true, Ordering::SeqCst),
+                _ = int.recv() => stop.store(true, Ordering::SeqCst),
+                _ = hup.recv() => again = true,
+            }
+        };
+        runner = Some(back);
+        log_cycle(&cycle);
+        notifier.status(&status_line(&cycle)).ok();
+        if stop.load(Ordering::SeqCst) {
+            notifier.stopping().ok();
+            log::info!("stopping (SIGTERM)");
+            return Ok(0);
+        }
+        if again {
+            trigger = Trigger::Signal;
+            continue;
+        }
+        let config = &runner.as_ref().expect("set above").config;
+        let delay = Duration::from_secs(config.interval) + splay(config.splay);
+        let (drift_tx, mut drift_rx) = mpsc::unbounded_channel();
+        let _watch = if config.watch_drift {
+            DriftWatch::start(&cycle.watched, drift_tx)
+        } else {
+            None
+        };
+        trigger = tokio::select! {
+            () = tokio::time::sleep(delay) => Trigger::Timer,
+            _ = hup.recv() => {
+                match load(&overrides) {
+                    Ok(fresh) => runner = Some(fresh),
+                    Err(e) => log::error!("SIGHUP: agent.toml not reloaded, keeping the old settings: {e:#}"),
+                }
+                Trigger::Signal
+            }
+            _ = term.recv() => { notifier.stopping().ok(); return Ok(0) }
+            _ = int.recv() => { notifier.stopping().ok(); return Ok(0) }
+            Some(path) = drift_rx.recv() => {
+                log::info!("{} was changed on this host; converging", path.display());
+                debounce(&mut drift_rx).await;
+                Trigger::Drift
+            }
+        };
+    }
+}
+
+/// Waits until no edit came for [`DRIFT_QUIET`] (at most [`DRIFT_MAX_DELAY`]).
+async fn debounce(rx: &mut mpsc::UnboundedReceiver<PathBuf>) {
+    let deadline = tokio::time::Instant::now() + DRIFT_MAX_DELAY;
+    loop {
+        let quiet = tokio::time::sleep(DRIFT_QUIET);
+        tokio::select! {
+            () = quiet => return,
+            () = tokio::time::sleep_until(deadline) => return,
+            more = rx.recv() => if more.is_none() { return },
+        }
+    }
+}
+
+fn describe(origin: &Origin) -> String {
+    match origin {
+        Origin::Dir(dir) => format!("directory {}", dir.display()),
+        Origin::Git(remote) => format!("{} branch {}", remote.url, remote.branch),
+    }
+}
+
+/// A random duration below `splay` seconds (std's hasher keys are random per process).
+fn splay(splay: u64) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    if splay == 0 {
+        return Duration::ZERO;
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    Duration::from_millis(h.finish() % (splay * 1000))
+}
+
+fn status_line(cycle: &Cycle) -> String {
+    let commit = cycle
+        .commit
+        .as_ref()
+        .map_or_else(String::new, |c| format!(" at {}", c.short));
+    match &cycle.report {
+        Some((report, _, _)) => {
+            let s = report.summary();
+            format!(
+                "last run{commit}: {} changed, {} in sync, {} failed, {} skipped",
+                s.changed, s.in_sync, s.failed, s.skipped
+            )
+        }
+        None => format!("last run did not apply: {}", first_line(&cycle.errors)),
+    }
+}
+
+fn first_line(errors: &[String]) -> &str {
+    errors
+        .first()
+        .and_then(|e| e.lines().next())
+        .unwrap_or("unknown error")
+}
+
+/// One line per change and failure, then the summary, to the journal.
+fn log_cycle(cycle: &Cycle) {
+    let commit = cycle.commit.as_ref().map(|c| c.id.as_str());
+    for w in &cycle.warnings {
+        log::warn!("{w}");
+    }
+    for e in &cycle.errors {
+        crate::journal::log_with(log::Level::Error, commit, None, e);
+    }
+    if let Some((report, _, _)) = &cycle.report {
+        for step in &report.steps {
+            let name = step.name();
+            match step.status {
+                crate::engine::Status::Changed => {
+                    for change in &step.changes {
+                        crate::journal::step_changed(commit, &name, &format!("{name}: {change}"));
+                    }
+                }
+                crate::engine::Status::Failed => crate::journal::step_failed(
+                    commit,
+                    &name,
+                    &format!(
+                        "{name} failed: {}",
+                        step.error.as_deref().unwrap_or("unknown error")
+                    ),
+                ),
+                _ => {}
+            }
+        }
+    }
+    crate::journal::run_finished(commit, &status_line(cycle));
+}
+
+/// Watches the parent directories of managed paths; sends a path when one of them
+/// changes. Dropped (and so deaf) while the agent converges, so its own writes are
+/// never taken for hand edits.
+struct DriftWatch {
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl DriftWatch {
+    fn start(paths: &[PathBuf], tx: mpsc::UnboundedSender<PathBuf>) -> Option<Self> {
+        use notify::{EventKind, RecursiveMode, Watcher as _};
+        if paths.is_empty() {
+            return None;
+        }
+        let watched: HashSet<PathBuf> = paths.iter().cloned().collect();
+        let handler = move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if matches!(event.kind, EventKind::Access(_)) {
+                return;
+            }
+            if let Some(path) = event.paths.iter().find(|p| watched.contains(*p)) {
+                let _ = tx.send(path.clone());
+            }
+        };
+        let mut inotify = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                log::warn!("cannot watch managed files for hand edits: {e}");
+                return None;
+            }
+        };
+        let dirs: HashSet<&Path> = paths.iter().filter_map(|p| p.parent()).collect();
+        for dir in dirs {
+            if let Err(e) = inotify.watch(dir, RecursiveMode::NonRecursive) {
+                log::warn!("cannot watch {} for hand edits: {e}", dir.display());
+            }
+        }
+        Some(Self { _watcher: inotify })
+    }
+}

@@ -21,6 +21,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Run only these step ids and what they require (transitively).
     pub only: Vec<String>,
+    /// Set by the daemon on SIGTERM: the step running finishes, the rest are skipped.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What happened to one step.
@@ -90,6 +92,9 @@ pub struct Summary {
 pub struct RunReport {
     pub dry_run: bool,
     pub steps: Vec<StepReport>,
+    /// The agent was asked to stop: the steps after the one running then were skipped.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
     /// How long the run took, set by the command that ran it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timing: Option<Timing>,
@@ -192,11 +197,24 @@ pub fn run(catalog: &Catalog, ctx: &Ctx<'_>, options: &Options) -> Result<RunRep
     let selected = selection(catalog, &options.only)?;
     let mut state: HashMap<String, IdState> = HashMap::new();
     let mut reports = Vec::new();
+    let mut stopped = false;
     for step in &catalog.steps {
         if selected.as_ref().is_some_and(|s| !s.contains(&step.id)) {
             continue;
         }
-        let report = run_step(catalog, step, ctx, options.dry_run, &state);
+        stopped = stopped
+            || options
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+        let report = if stopped {
+            skipped(
+                step,
+                "the agent is stopping; the next run converges this step",
+            )
+        } else {
+            run_step(catalog, step, ctx, options.dry_run, &state)
+        };
         let entry = state.entry(step.id.clone()).or_default();
         entry.instances += 1;
         match report.status {
@@ -215,18 +233,14 @@ pub fn run(catalog: &Catalog, ctx: &Ctx<'_>, options: &Options) -> Result<RunRep
     Ok(RunReport {
         dry_run: options.dry_run,
         steps: reports,
+        stopped,
         timing: None,
     })
 }
 
-fn run_step(
-    catalog: &Catalog,
-    step: &CatalogStep,
-    ctx: &Ctx<'_>,
-    dry_run: bool,
-    state: &HashMap<String, IdState>,
-) -> StepReport {
-    let mut report = StepReport {
+/// The report of a step that did not run, with why.
+fn skipped(step: &CatalogStep, reason: &str) -> StepReport {
+    StepReport {
         id: step.id.clone(),
         instance: step.instance.clone(),
         role: step.role.clone(),
@@ -237,13 +251,24 @@ fn run_step(
             .map(resource::describe)
             .unwrap_or_default(),
         status: Status::Skipped,
-        reason: None,
+        reason: Some(reason.to_owned()),
         changes: Vec::new(),
         error: None,
         notified_by: Vec::new(),
         modified: false,
         refreshed: None,
-    };
+    }
+}
+
+fn run_step(
+    catalog: &Catalog,
+    step: &CatalogStep,
+    ctx: &Ctx<'_>,
+    dry_run: bool,
+    state: &HashMap<String, IdState>,
+) -> StepReport {
+    let mut report = skipped(step, "skipped");
+    report.reason = None;
     let Some(desired) = &step.desired else {
         report.reason = step.skipped.clone().or_else(|| Some("skipped".to_owned()));
         return report;

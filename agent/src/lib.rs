@@ -72,44 +72,65 @@ pub fn run(cli: &Cli) -> Result<u8> {
                 &mut err,
             )?
         }
-        Some(Command::Status | Command::Disable { .. } | Command::Enable) => not_yet(
-            &mut err,
-            "status, disable and enable arrive with the daemon (pull from git and run under systemd)",
-        )?,
+        Some(Command::Status) => {
+            let config = load_config(cli, &mut err)?;
+            status::status_command(&config, cli.common.format, &mut out, &mut err)?
+        }
+        Some(Command::Disable { reason }) => {
+            let config = load_config(cli, &mut err)?;
+            status::disable_command(&config, reason, &mut out, &mut err)?
+        }
+        Some(Command::Enable) => {
+            let config = load_config(cli, &mut err)?;
+            status::enable_command(&config, &mut out, &mut err)?
+        }
         None if cli.once => {
-            let (config, warnings) = config::load(cli.common.config.as_deref())?;
-            for w in warnings {
-                writeln!(err, "warning: {w}")?;
-            }
+            let config = load_config(cli, &mut err)?;
             let host = host::RealHost::new();
-            let (repo, hostname) = once::resolve(
+            let (origin, hostname) = once::resolve(
                 cli.common.repo.as_ref(),
                 cli.common.hostname.as_deref(),
                 &config,
                 &host,
             )?;
             let args = once::OnceArgs {
-                repo,
+                origin,
                 hostname,
                 dry_run: cli.dry_run,
                 only: cli.only.clone(),
+                allow_rewind: cli.allow_rewind,
                 format: cli.common.format,
             };
             once::once(&args, &host, &config, &mut out, &mut err)?
         }
-        None => not_yet(
-            &mut err,
-            "the daemon arrives with the git pull and systemd release",
-        )?,
+        None => {
+            if !cli.only.is_empty() {
+                writeln!(err, "error: --only needs --once")?;
+                return Ok(exit::USAGE);
+            }
+            drop(err);
+            daemon::run(&daemon::Overrides {
+                config: cli.common.config.clone(),
+                repo: cli
+                    .common
+                    .repo
+                    .as_ref()
+                    .map(|r| r.to_string_lossy().into_owned()),
+                hostname: cli.common.hostname.clone(),
+            })?
+        }
     };
     out.flush().context("cannot write to standard output")?;
     Ok(code)
 }
 
-fn not_yet(err: &mut dyn std::io::Write, what: &str) -> Result<u8> {
-    writeln!(err, "error: not implemented yet: {what}")?;
-    writeln!(err, "hint: see README.md for what this release does")?;
-    Ok(exit::INVALID)
+/// agent.toml (or `--config`), with its warnings printed.
+fn load_config(cli: &Cli, err: &mut dyn std::io::Write) -> Result<config::AgentConfig> {
+    let (config, warnings) = config::load(cli.common.config.as_deref())?;
+    for w in warnings {
+        writeln!(err, "warning: {w}")?;
+    }
+    Ok(config)
 }
 
 /// This machine's host name, as the kernel reports it.

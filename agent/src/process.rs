@@ -126,6 +126,11 @@ fn run_inner(cmd: &Cmd) -> std::io::Result<CmdOutput> {
     let mut command = std::process::Command::new(&cmd.program);
     command
         .args(&cmd.args)
+        // The daemon's systemd notification socket and watchdog are its own: a program
+        // it runs must not ping or signal readiness in its name.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .stdin(if cmd.stdin.is_some() {
             Stdio::piped()

@@ -522,6 +522,7 @@ impl Fixture {
             &Options {
                 dry_run: false,
                 only: Vec::new(),
+                ..Default::default()
             },
         )
         .expect("the run starts")

@@ -149,16 +149,52 @@ fn usage_errors_exit_64() {
 }
 
 #[test]
-fn commands_of_later_releases_say_so_and_exit_1() {
-    for args in [vec!["status"], vec!["enable"], vec!["--repo", "."]] {
-        let run = AgentTest::new().args(&args).run();
-        assert_eq!(run.code, 1, "{args:?}");
-        assert!(
-            run.stderr.contains("not implemented yet"),
-            "{args:?}: {}",
-            run.stderr
-        );
-    }
+fn disable_pauses_runs_until_enable_and_status_says_why() {
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\ntextfile_dir = \"\"\n",
+            state.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let agent = |args: &[&str]| {
+        AgentTest::new()
+            .args(["--config", config.as_str()])
+            .args(args)
+            .run()
+    };
+    let shown = agent(&["status"]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(shown.stdout.contains("no run recorded yet"), "{}", shown.stdout);
+
+    assert_eq!(agent(&["disable", "--reason", "disk swap"]).code, 0);
+    let shown = agent(&["status", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(doc["disabled"]["reason"], "disk swap", "{doc:#}");
+    let example = example();
+    let once = ["--once", "--hostname", "media-01", "--repo", example.as_str()];
+    let run = agent(&once);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("disk swap"), "{}", run.stderr);
+    // A dry run changes nothing, so it still shows the plan.
+    let mut dry = once.to_vec();
+    dry.push("--dry-run");
+    assert_eq!(agent(&dry).code, 2);
+
+    assert_eq!(agent(&["enable"]).code, 0);
+    let shown = agent(&["status", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert!(doc["disabled"].is_null(), "{doc:#}");
+}
+
+#[test]
+fn only_without_once_is_a_usage_error() {
+    let run = AgentTest::new().args(["--only", "motd"]).run();
+    assert_eq!(run.code, 64, "{}", run.stderr);
 }
 
 #[test]

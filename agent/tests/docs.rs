@@ -1,5 +1,7 @@
-//! The format reference cannot drift from the code: every step type's table in
-//! docs/state-repo.md lists exactly the keys the loader accepts for that type.
+//! The references cannot drift from the code: every step type's table in
+//! docs/state-repo.md lists exactly the keys the loader accepts for that type, and
+//! every agent.toml key has a row in docs/agent-config.md and a line in
+//! packaging/agent.toml.example.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -48,6 +50,27 @@ fn the_common_keys_are_documented() {
         assert!(
             doc.contains(&format!("`{key}`")),
             "common key `{key}` is not in docs/state-repo.md"
+        );
+    }
+}
+
+#[test]
+fn every_agent_toml_key_is_documented() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/agent-config.md"))
+        .expect("docs/agent-config.md exists");
+    let example = std::fs::read_to_string(root.join("packaging/agent.toml.example"))
+        .expect("packaging/agent.toml.example lists every key");
+    for key in infra_agent::config::KEYS {
+        assert!(
+            doc.contains(&format!("| `{key}` |")),
+            "agent.toml key `{key}` has no row in docs/agent-config.md"
+        );
+        assert!(
+            example
+                .lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))),
+            "agent.toml key `{key}` is not in packaging/agent.toml.example"
         );
     }
 }

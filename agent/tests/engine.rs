@@ -65,6 +65,7 @@ impl Fixture {
             &Options {
                 dry_run,
                 only: Vec::new(),
+                ..Default::default()
             },
         )
         .expect("the run starts")
@@ -689,6 +690,7 @@ requires = ["C"]
             &Options {
                 dry_run: false,
                 only: vec!["C".to_owned()],
+                ..Default::default()
             },
         )
         .expect("C is a step of h1");
@@ -718,6 +720,7 @@ requires = ["C"]
             &Options {
                 dry_run: false,
                 only: vec!["C".to_owned(), "nope".to_owned()],
+                ..Default::default()
             },
         )
         .expect_err("an unknown id stops the run before it starts");

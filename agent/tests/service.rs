@@ -946,6 +946,7 @@ impl Fixture {
         let options = Options {
             dry_run,
             only: Vec::new(),
+            ..Default::default()
         };
         engine::run(&self.catalog, &ctx, &options).expect("the run starts")
     }

@@ -1559,6 +1559,7 @@ fn run(dir: &Path, catalog: &Catalog, host: &dyn Host, dry_run: bool) -> RunRepo
         &Options {
             dry_run,
             only: Vec::new(),
+            ..Default::default()
         },
     )
     .expect("the run starts")

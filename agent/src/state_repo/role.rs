@@ -39,6 +39,8 @@ pub struct StepDef {
     pub requires: Vec<IdRef>,
     pub notify: Vec<IdRef>,
     pub for_each: Option<ForEach>,
+    /// `watch = false`: the daemon does not watch this step's path for hand edits.
+    pub watch: bool,
     pub fields: Vec<Field>,
 }
 
@@ -235,6 +237,7 @@ impl StepReader<'_> {
             requires: Vec::new(),
             notify: Vec::new(),
             for_each: None,
+            watch: true,
             fields: Vec::new(),
         };
         for (key, value) in &entries {
@@ -244,6 +247,18 @@ impl StepReader<'_> {
                 "description" => def.description = self.string("description", value),
                 "requires" => def.requires = self.ids("requires", value),
                 "notify" => def.notify = self.ids("notify", value),
+                "watch" => {
+                    if let toml::Value::Boolean(b) = value.get_ref() {
+                        def.watch = *b;
+                    } else {
+                        let pos = self.index.pos(value.span().start);
+                        self.error(
+                            pos,
+                            "`watch` must be true or false",
+                            "write watch = false to stop the daemon reverting hand edits of this step's path at once",
+                        );
+                    }
+                }
                 "for_each" => {
                     if let Some(path) = self.string("for_each", value) {
                         let vpos = text_pos(self.index, value);

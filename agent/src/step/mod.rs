@@ -74,6 +74,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "requires",
     "notify",
     "for_each",
+    "watch",
 ];
 
 /// The desired state of one step, rendered for one host.

@@ -219,6 +219,7 @@ pub fn run_catalog(
     let options = infra_agent::engine::Options {
         dry_run,
         only: Vec::new(),
+        ..Default::default()
     };
     infra_agent::engine::run(catalog, &ctx, &options).expect("the run starts")
 }

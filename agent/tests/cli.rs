@@ -169,14 +169,24 @@ fn disable_pauses_runs_until_enable_and_status_says_why() {
     };
     let shown = agent(&["status"]);
     assert_eq!(shown.code, 0, "{}", shown.stderr);
-    assert!(shown.stdout.contains("no run recorded yet"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("no run recorded yet"),
+        "{}",
+        shown.stdout
+    );
 
     assert_eq!(agent(&["disable", "--reason", "disk swap"]).code, 0);
     let shown = agent(&["status", "--format", "json"]);
     let doc: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
     assert_eq!(doc["disabled"]["reason"], "disk swap", "{doc:#}");
     let example = example();
-    let once = ["--once", "--hostname", "media-01", "--repo", example.as_str()];
+    let once = [
+        "--once",
+        "--hostname",
+        "media-01",
+        "--repo",
+        example.as_str(),
+    ];
     let run = agent(&once);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("disk swap"), "{}", run.stderr);

@@ -333,3 +333,187 @@ fn once_pulls_applies_reverts_and_refuses_what_it_must() {
         "{doc:#}"
     );
 }
+
+/// Polls `done` every 200 ms until it holds or `limit` passes; panics with `what`.
+#[track_caller]
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    started.elapsed()
+}
+
+fn status_or_null(host: &TestHost) -> Value {
+    let out = host.exec(&["cat", STATUS]);
+    if out.success() {
+        serde_json::from_str(&out.stdout).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    }
+}
+
+fn applied(host: &TestHost) -> Value {
+    status_or_null(host)["applied"]["id"].clone()
+}
+
+const SLOW_PACKAGE: &str = "infra-test-slow";
+/// The slow package's preinst writes its pid here and waits for [`GO`].
+const PREINST_PID: &str = "/run/infra-test-slow.pid";
+const GO: &str = "/run/infra-test-go";
+const PREINST: &str = r#"#!/bin/sh
+echo $$ >/run/infra-test-slow.pid.new && mv /run/infra-test-slow.pid.new /run/infra-test-slow.pid
+i=0
+while [ ! -e /run/infra-test-go ] && [ "$i" -lt 1200 ]; do
+  sleep 0.1
+  i=$((i + 1))
+done
+rm -f /run/infra-test-slow.pid
+exit 0
+"#;
+
+#[test]
+fn the_daemon_under_systemd_follows_pushes_reverts_hand_edits_and_survives_a_restart() {
+    let (_net, git, host) = start("pull-daemon", "ha-01");
+    let packaging = integration_tests::workspace_root().join("packaging");
+    host.copy_dir_in(&packaging, "/root/packaging");
+    host.exec_ok(&[
+        "sh",
+        "/root/packaging/install.sh",
+        "/usr/local/bin/infra-agent",
+    ]);
+    host.write_file(
+        "/etc/infra-agent/agent.toml",
+        agent_toml(&git, "interval = 3\nsplay = 0\n"),
+    );
+    let work = git.work();
+    let repo = state_repo("ha-01", BASE_ROLE);
+    work.copy_tree_in(repo.path());
+    let a = work.commit("base");
+    work.push();
+
+    // Started under systemd (Type=notify): active, and its first cycle applies A.
+    host.exec_ok(&["systemctl", "start", "infra-agent"]);
+    assert_eq!(host.sh("systemctl is-active infra-agent").trim(), "active");
+    wait_for("the first cycle applies A", Duration::from_secs(60), || {
+        applied(&host) == a
+    });
+    assert_eq!(host.read_file("/etc/infra-marker"), "base\n");
+    let prom = host.read_file(&format!("{TEXTFILE_DIR}/infra_agent.prom"));
+    assert!(prom.contains(&format!("commit=\"{a}\"")), "{prom}");
+    // The journal has the run, with the commit as a field.
+    let journal = host.sh(&format!(
+        "journalctl -u infra-agent --no-pager -o cat INFRA_COMMIT={a}"
+    ));
+    assert!(journal.contains("changed"), "{journal}");
+
+    // A push converges within one interval (3 s) plus the cycle itself.
+    work.write(
+        "roles/main.toml",
+        &BASE_ROLE.replace("base\\n", "pushed\\n"),
+    );
+    let b = work.commit("pushed");
+    work.push();
+    let took = wait_for("the push converges", Duration::from_secs(20), || {
+        host.exec(&["cat", "/etc/infra-marker"]).stdout == "pushed\n"
+    });
+    eprintln!("a push converged after {took:?}");
+    assert_eq!(applied(&host), b);
+
+    // Hand edits: with a long interval (reloaded through SIGHUP), only the drift watch
+    // can repair the file within seconds.
+    host.write_file(
+        "/etc/infra-agent/agent.toml",
+        agent_toml(&git, "interval = 3600\nsplay = 0\n"),
+    );
+    host.exec_ok(&["systemctl", "reload", "infra-agent"]);
+    let runs = status_or_null(&host)["runs_total"].as_u64().unwrap_or(0);
+    wait_for("the SIGHUP cycle", Duration::from_secs(20), || {
+        status_or_null(&host)["runs_total"].as_u64().unwrap_or(0) > runs
+    });
+    host.write_file("/etc/infra-marker", "edited by hand\n");
+    let took = wait_for("the hand edit is reverted", Duration::from_secs(15), || {
+        host.exec(&["cat", "/etc/infra-marker"]).stdout == "pushed\n"
+    });
+    eprintln!("a hand edit was reverted after {took:?}");
+    let st = status_or_null(&host);
+    assert_eq!(st["last_run"]["trigger"], "drift", "{st:#}");
+    assert!(st["drift_events"].as_u64().unwrap_or(0) >= 1, "{st:#}");
+    let prom = host.read_file(&format!("{TEXTFILE_DIR}/infra_agent.prom"));
+    assert!(!prom.contains("infra_agent_drift_events_total 0"), "{prom}");
+
+    // A restart during a package transaction leaves dpkg consistent: the agent finishes
+    // the step it is in (the transaction runs in its own unit), then stops.
+    let slow = integration_tests::DebPackage::new(SLOW_PACKAGE, "1.0")
+        .file("/usr/share/infra-test/slow", "slow\n")
+        .script("preinst", PREINST);
+    let key = integration_tests::apt_repo::serve(&host, 8097, &[slow]);
+    work.write("files/keys/local.asc", &key);
+    work.write(
+        "roles/main.toml",
+        &format!(
+            "{}\n{}",
+            BASE_ROLE.replace("base\\n", "pushed\\n"),
+            r#"
+[[step]]
+id = "repo"
+type = "apt_repository"
+name = "local"
+uris = "http://127.0.0.1:8097/debian"
+suites = "stable"
+components = ["main"]
+key_source = "keys/local.asc"
+
+[[step]]
+id = "slow"
+type = "package"
+names = ["infra-test-slow"]
+requires = ["repo"]
+
+[[step]]
+id = "after"
+type = "file"
+path = "/etc/infra-after"
+content = "after the package\n"
+"#
+        ),
+    );
+    let c = work.commit("a slow package");
+    work.push();
+    host.exec_ok(&["systemctl", "reload", "infra-agent"]);
+    wait_for(
+        "dpkg runs the slow preinst",
+        Duration::from_secs(120),
+        || host.exec(&["test", "-e", PREINST_PID]).success(),
+    );
+    host.exec_ok(&["systemctl", "restart", "--no-block", "infra-agent"]);
+    std::thread::sleep(Duration::from_secs(2));
+    // The old agent waits for its step: it is still stopping, dpkg still running.
+    let state = host.exec(&["systemctl", "is-active", "infra-agent"]).stdout;
+    assert_eq!(
+        state.trim(),
+        "deactivating",
+        "the agent must finish its step first"
+    );
+    host.exec_ok(&["touch", GO]);
+    wait_for("the new agent applies C", Duration::from_secs(120), || {
+        applied(&host) == c && host.exec(&["test", "-e", "/etc/infra-after"]).success()
+    });
+    assert_eq!(host.sh("systemctl is-active infra-agent").trim(), "active");
+    assert_eq!(
+        host.sh(&format!("dpkg-query -W -f '${{Status}}' {SLOW_PACKAGE}")),
+        "install ok installed"
+    );
+    assert_eq!(host.sh("dpkg --audit"), "", "dpkg is consistent");
+
+    // Stopping an idle daemon is quick and clean.
+    let started = Instant::now();
+    host.exec_ok(&["systemctl", "stop", "infra-agent"]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        host.sh("systemctl show -p ExecMainStatus --value infra-agent")
+            .trim(),
+        "0"
+    );
+}

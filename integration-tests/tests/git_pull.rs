@@ -396,7 +396,7 @@ fn the_daemon_under_systemd_follows_pushes_reverts_hand_edits_and_survives_a_res
     // Started under systemd (Type=notify): active, and its first cycle applies A.
     host.exec_ok(&["systemctl", "start", "infra-agent"]);
     assert_eq!(host.sh("systemctl is-active infra-agent").trim(), "active");
-    wait_for("the first cycle applies A", Duration::from_secs(60), || {
+    wait_for("the first cycle applies A", Duration::from_mins(1), || {
         applied(&host) == a
     });
     assert_eq!(host.read_file("/etc/infra-marker"), "base\n");
@@ -482,11 +482,9 @@ content = "after the package\n"
     let c = work.commit("a slow package");
     work.push();
     host.exec_ok(&["systemctl", "reload", "infra-agent"]);
-    wait_for(
-        "dpkg runs the slow preinst",
-        Duration::from_secs(120),
-        || host.exec(&["test", "-e", PREINST_PID]).success(),
-    );
+    wait_for("dpkg runs the slow preinst", Duration::from_mins(2), || {
+        host.exec(&["test", "-e", PREINST_PID]).success()
+    });
     host.exec_ok(&["systemctl", "restart", "--no-block", "infra-agent"]);
     std::thread::sleep(Duration::from_secs(2));
     // The old agent waits for its step: it is still stopping, dpkg still running.
@@ -497,7 +495,7 @@ content = "after the package\n"
         "the agent must finish its step first"
     );
     host.exec_ok(&["touch", GO]);
-    wait_for("the new agent applies C", Duration::from_secs(120), || {
+    wait_for("the new agent applies C", Duration::from_mins(2), || {
         applied(&host) == c && host.exec(&["test", "-e", "/etc/infra-after"]).success()
     });
     assert_eq!(host.sh("systemctl is-active infra-agent").trim(), "active");

@@ -75,7 +75,11 @@ pub fn once(
     }
     if let Some((report, name, env)) = &cycle.report {
         match args.format {
-            Format::Json => report::json(out, name, env, report)?,
+            Format::Json => {
+                let mut doc = report::RunDocument::new(name, env, report);
+                doc.commit = cycle.commit.as_ref();
+                report::json_doc(out, &doc)?;
+            }
             Format::Text => {
                 if let Some(commit) = &cycle.commit {
                     writeln!(out, "commit {} {}", commit.short, commit.summary)?;

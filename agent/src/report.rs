@@ -22,20 +22,36 @@ pub struct RunDocument<'a> {
     pub steps: &'a [crate::engine::StepReport],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timing: Option<crate::engine::Timing>,
+    /// The commit the run applied, when the repository is read from git.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<&'a crate::status::CommitRef>,
+}
+
+impl<'a> RunDocument<'a> {
+    /// The document of `report`, run on `host` of environment `env`.
+    #[must_use]
+    pub fn new(host: &'a str, env: &'a str, report: &'a RunReport) -> Self {
+        Self {
+            schema: RUN_SCHEMA,
+            host,
+            env,
+            dry_run: report.dry_run,
+            summary: report.summary(),
+            exit_code: report.exit_code(),
+            steps: &report.steps,
+            timing: report.timing,
+            commit: None,
+        }
+    }
 }
 
 pub fn json(out: &mut dyn Write, host: &str, env: &str, report: &RunReport) -> std::io::Result<()> {
-    let doc = RunDocument {
-        schema: RUN_SCHEMA,
-        host,
-        env,
-        dry_run: report.dry_run,
-        summary: report.summary(),
-        exit_code: report.exit_code(),
-        steps: &report.steps,
-        timing: report.timing,
-    };
-    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    json_doc(out, &RunDocument::new(host, env, report))
+}
+
+/// Prints a run document as pretty JSON.
+pub fn json_doc(out: &mut dyn Write, doc: &RunDocument<'_>) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, doc)?;
     writeln!(out)
 }
 

@@ -127,17 +127,6 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// `engine::Summary` as status and history store it. The engine's type only
-/// serializes; this mirror lets records be read back.
-#[derive(Serialize, Deserialize)]
-#[serde(remote = "Summary")]
-struct SummaryDef {
-    changed: usize,
-    in_sync: usize,
-    failed: usize,
-    skipped: usize,
-}
-
 /// One run, as `status.json` (`last_run`) and `history/` keep it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -154,7 +143,6 @@ pub struct RunRecord {
     pub outcome: Outcome,
     /// The exit code `--once` returns for this run.
     pub exit_code: u8,
-    #[serde(with = "SummaryDef")]
     pub summary: Summary,
     /// How many changes repaired hand edits of managed files.
     pub drift: usize,
@@ -168,16 +156,7 @@ pub struct RunRecord {
 /// prints, built by [`crate::report::RunDocument`] so the two cannot drift apart.
 #[must_use]
 pub fn run_document(host: &str, env: &str, report: &RunReport) -> serde_json::Value {
-    let doc = crate::report::RunDocument {
-        schema: crate::report::RUN_SCHEMA,
-        host,
-        env,
-        dry_run: report.dry_run,
-        summary: report.summary(),
-        exit_code: report.exit_code(),
-        steps: &report.steps,
-        timing: report.timing,
-    };
+    let doc = crate::report::RunDocument::new(host, env, report);
     serde_json::to_value(&doc).expect("a run document serializes, because it holds only strings, numbers and maps with string keys")
 }
 

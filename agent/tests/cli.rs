@@ -243,3 +243,44 @@ fn a_run_reports_where_its_time_went() {
     let last = text.stdout.lines().last().expect("a summary line");
     assert!(last.contains(" ms in programs it ran)"), "{last}");
 }
+
+/// `--repo DIR` reads the directory as it is and never touches git: no mirror is made,
+/// the run records the directory as its source and no commit as applied.
+#[test]
+fn a_directory_run_never_touches_git() {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("motd");
+    let role = format!(
+        "[[step]]\nid = \"motd\"\ntype = \"file\"\npath = \"{}\"\ncontent = \"hello\\n\"\n",
+        target.display()
+    );
+    let dir = repo(&[("roles/base.toml", &role)]);
+    let state = out.path().join("state");
+    let config = out.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("state_dir = \"{}\"\ntextfile_dir = \"\"\n", state.display()),
+    )
+    .unwrap();
+    let run = AgentTest::new()
+        .args(["--once", "--hostname", "web-01", "--config"])
+        .arg(config.to_str().unwrap())
+        .arg("--repo")
+        .arg(dir.path().to_str().unwrap())
+        .run();
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "hello\n");
+    assert!(
+        !state.join("repo.git").exists(),
+        "a directory run made a git mirror"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("status.json")).unwrap()).unwrap();
+    assert!(status["applied"].is_null(), "{status:#}");
+    assert!(status["last_run"]["commit"].is_null(), "{status:#}");
+    assert_eq!(
+        status["last_run"]["source"],
+        dir.path().to_str().unwrap(),
+        "{status:#}"
+    );
+}

@@ -124,6 +124,8 @@ async fn main_loop(runner: Runner, overrides: Overrides, notifier: Notifier) -> 
             return Ok(0);
         }
         if again {
+            // SIGHUP while converging: re-read agent.toml and converge again at once.
+            reload(&mut runner, &overrides);
             trigger = Trigger::Signal;
             continue;
         }
@@ -138,10 +140,7 @@ async fn main_loop(runner: Runner, overrides: Overrides, notifier: Notifier) -> 
         trigger = tokio::select! {
             () = tokio::time::sleep(delay) => Trigger::Timer,
             _ = hup.recv() => {
-                match load(&overrides) {
-                    Ok(fresh) => runner = Some(fresh),
-                    Err(e) => log::error!("SIGHUP: agent.toml not reloaded, keeping the old settings: {e:#}"),
-                }
+                reload(&mut runner, &overrides);
                 Trigger::Signal
             }
             _ = term.recv() => { notifier.stopping().ok(); return Ok(0) }
@@ -152,6 +151,17 @@ async fn main_loop(runner: Runner, overrides: Overrides, notifier: Notifier) -> 
                 Trigger::Drift
             }
         };
+    }
+}
+
+/// Re-reads agent.toml (SIGHUP); a file that no longer loads keeps the old settings.
+fn reload(runner: &mut Option<Runner>, overrides: &Overrides) {
+    match load(overrides) {
+        Ok(fresh) => {
+            log::info!("SIGHUP: agent.toml read again");
+            *runner = Some(fresh);
+        }
+        Err(e) => log::error!("SIGHUP: agent.toml not reloaded, keeping the old settings: {e:#}"),
     }
 }
 
@@ -284,5 +294,64 @@ impl DriftWatch {
             }
         }
         Some(Self { _watcher: inotify })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splay_stays_below_its_bound_and_varies() {
+        assert_eq!(splay(0), Duration::ZERO);
+        let values: HashSet<Duration> = (0..50).map(|_| splay(60)).collect();
+        assert!(values.iter().all(|d| *d < Duration::from_mins(1)));
+        assert!(values.len() > 40, "splay is not random: {values:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn debounce_waits_for_quiet_but_not_forever() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // No further edit: it returns after the quiet time.
+        let start = tokio::time::Instant::now();
+        debounce(&mut rx).await;
+        assert_eq!(start.elapsed(), DRIFT_QUIET);
+        // Edits every second keep it waiting, up to the maximum delay.
+        let sender = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if tx.send(PathBuf::from("/etc/x")).is_err() {
+                    break;
+                }
+            }
+        });
+        let start = tokio::time::Instant::now();
+        debounce(&mut rx).await;
+        assert_eq!(start.elapsed(), DRIFT_MAX_DELAY);
+        sender.abort();
+    }
+
+    #[test]
+    fn the_drift_watch_reports_watched_paths_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let watched = dir.path().join("watched.conf");
+        std::fs::write(&watched, "a").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let watch = DriftWatch::start(std::slice::from_ref(&watched), tx).expect("inotify works");
+        std::fs::write(dir.path().join("other.conf"), "b").unwrap();
+        std::fs::write(&watched, "edited").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let seen = loop {
+            if let Ok(path) = rx.try_recv() {
+                break path;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no event for the edit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(seen, watched);
+        drop(watch);
     }
 }

@@ -12,11 +12,22 @@
 //! step report with id `rollback`, so output, exit codes and dry runs work as for any
 //! step.
 //!
+//! Packages, services and users are rolled back only where their step opts in with
+//! `prune = true`: the record then also lists what such a step manages ([`Held`]) and
+//! what rollback needs to undo it (whether the agent installed the package or created
+//! the user, what the unit was before the agent changed it). When the step goes away,
+//! the agent removes the packages it installed, puts the unit's `enabled` and running
+//! state back, and removes the account it created (keeping its home), each through the
+//! step type's own resource, so a removal is planned, guarded (the package
+//! simulation, the lockout guard) and checked like a step's. Whatever a step of the
+//! current catalog still names is never touched; a step whose `prune` turns false
+//! stops being managed, and nothing is removed.
+//!
 //! Invariants: nothing is rolled back with `--only` (the run did not see the whole
 //! catalog) or without a compiled catalog (the caller's duty: there is nothing to
 //! compare with); a dry run changes nothing and writes no record; a record that cannot
-//! be read rolls nothing back; packages, services, users, groups and commands are
-//! never rolled back.
+//! be read rolls nothing back; groups and commands are never rolled back, nor packages,
+//! services and users whose step did not opt in.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -32,8 +43,13 @@ use crate::engine::{Options, RunReport, Status, StepReport};
 use crate::host::{self, Host, Kind};
 use crate::originals::{Originals, Record};
 use crate::resource::lockout::{self, Proposal};
-use crate::resource::{self, Change, ChangeKind, Ctx};
+use crate::resource::{self, Change, ChangeKind, Ctx, service};
+use crate::step::Presence;
 use crate::step::StepKind;
+use crate::step::file::FileContent;
+use crate::step::package::{PackageName, PackageState, PackageStep, UpdateLists, Upgrade};
+use crate::step::service::{OnNotify, RunState, ServiceStep};
+use crate::step::user::UserStep;
 
 /// Version of `managed.json`.
 pub const SCHEMA: &str = "infra-agent/managed/v1";
@@ -42,11 +58,66 @@ pub const FILE: &str = "managed.json";
 /// The step id rollbacks are reported under (the instance is the path).
 pub const ID: &str = "rollback";
 
-/// `managed.json`: the paths the catalog of the last full run manages.
+/// `managed.json`: the paths the catalog of the last full run manages, and the
+/// packages, units and users its steps with `prune = true` manage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Managed {
     pub schema: String,
     pub paths: BTreeMap<String, Entry>,
+    /// Sorted by kind (services, users, packages: the order of their rollback), then
+    /// name. Absent in records of agents before the opt-in: nothing held.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<Held>,
+}
+
+/// A package, unit or user a step with `prune = true` manages, and the step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    #[serde(flatten)]
+    pub what: Resource,
+    /// The step: `tools`, or `users[alice]` for a `for_each` instance.
+    pub step: String,
+    /// Where the step is written: `roles/base.toml:12`.
+    pub source: String,
+}
+
+/// What rollback may undo for one package, unit or user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resource {
+    /// A package as `names` gives it, without the version (`zsh`, `libc6:i386`).
+    Package {
+        name: String,
+        /// The agent installed it (it was not installed when the step was first
+        /// planned with `prune = true`, or in a later run): only then is it removed.
+        installed_by_agent: bool,
+    },
+    /// A systemd unit, and what it was before the agent first changed it, for each of
+    /// `enabled` and `state` the step sets (`None`: the step leaves it alone).
+    Service {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        enabled_before: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        running_before: Option<bool>,
+    },
+    /// A user account.
+    User {
+        name: String,
+        /// The agent created it: only then is it removed.
+        created_by_agent: bool,
+    },
+}
+
+impl Resource {
+    /// The kind's place in the rollback order, and the name.
+    fn key(&self) -> (u8, &str) {
+        match self {
+            Self::Service { name, .. } => (0, name),
+            Self::User { name, .. } => (1, name),
+            Self::Package { name, .. } => (2, name),
+        }
+    }
 }
 
 /// What the agent left at one path, and the step that manages it.
@@ -164,7 +235,7 @@ pub fn run(
     let file = managed_file(&state_dir);
     let (previous, damaged) = match load(ctx.host, &file) {
         Ok(Previous::Missing) => (None, None),
-        Ok(Previous::Read(paths)) => (Some(paths), None),
+        Ok(Previous::Read(doc)) => (Some(doc), None),
         Ok(Previous::Damaged { bytes, why }) => {
             let kept = if dry_run {
                 "a real run keeps it"
@@ -199,23 +270,40 @@ pub fn run(
         return warnings;
     }
     let empty = BTreeMap::new();
-    let before = previous.as_ref().unwrap_or(&empty);
+    let before = previous.as_ref().map_or(&empty, |doc| &doc.paths);
+    let held_before: &[Held] = previous.as_ref().map_or(&[], |doc| &doc.resources);
     let (mut next, current) = record_catalog(catalog, ran, ctx.host, before, &mut warnings);
+    let mut held_next = record_resources(catalog, ran, held_before);
     let candidates = candidates(before, &current);
+    let held_gone = resources_gone(held_before, catalog);
     if report.stopped {
         // The agent is stopping: rollback waits for the next run.
         for (path, entry) in candidates {
             next.insert(path.clone(), entry.clone());
         }
+        held_next.extend(held_gone.into_iter().cloned());
     } else {
         let mut rollback = Rollback {
             ctx,
+            catalog,
             originals: Originals::new(&state_dir),
             dry_run,
             source: file.display().to_string(),
             gone: HashSet::new(),
             warnings: Vec::new(),
         };
+        // A unit is stopped before the files it reads go, and accounts and packages
+        // go after both.
+        let (services, others): (Vec<&Held>, Vec<&Held>) = held_gone
+            .into_iter()
+            .partition(|h| matches!(h.what, Resource::Service { .. }));
+        for held in services {
+            let (item, keep) = rollback.service(held);
+            if keep {
+                held_next.push(held.clone());
+            }
+            report.steps.push(item);
+        }
         for (path, entry) in candidates {
             let (item, keep) = rollback.one(path, entry);
             if keep {
@@ -223,8 +311,26 @@ pub fn run(
             }
             report.steps.push(item);
         }
+        let (users, packages): (Vec<&Held>, Vec<&Held>) = others
+            .into_iter()
+            .partition(|h| matches!(h.what, Resource::User { .. }));
+        for held in users {
+            let (item, keep) = rollback.user(held);
+            if keep {
+                held_next.push(held.clone());
+            }
+            report.steps.push(item);
+        }
+        for group in by_step(&packages) {
+            let (item, keep) = rollback.packages(&group);
+            if keep {
+                held_next.extend(group.iter().map(|h| (*h).clone()));
+            }
+            report.steps.push(item);
+        }
         warnings.append(&mut rollback.warnings);
     }
+    held_next.sort_by(|a, b| a.what.key().cmp(&b.what.key()));
     if dry_run {
         return warnings;
     }
@@ -238,13 +344,14 @@ pub fn run(
         }
     }
     let must_write = match &previous {
-        Some(paths) => *paths != next,
-        None => damaged.is_some() || !next.is_empty(),
+        Some(doc) => doc.paths != next || doc.resources != held_next,
+        None => damaged.is_some() || !next.is_empty() || !held_next.is_empty(),
     };
     if must_write {
         let doc = Managed {
             schema: SCHEMA.to_owned(),
             paths: next,
+            resources: held_next,
         };
         let json = serde_json::to_vec_pretty(&doc).expect("the record always serializes");
         if let Err(e) = write_file(ctx, &file, &json) {
@@ -257,7 +364,7 @@ pub fn run(
 /// The previous record.
 enum Previous {
     Missing,
-    Read(BTreeMap<String, Entry>),
+    Read(Managed),
     /// Not a record of this version: its bytes, and why.
     Damaged {
         bytes: Vec<u8>,
@@ -271,7 +378,7 @@ fn load(host: &dyn Host, file: &Path) -> Result<Previous, host::Error> {
     }
     let bytes = host.read_file(file)?;
     Ok(match serde_json::from_slice::<Managed>(&bytes) {
-        Ok(doc) if doc.schema == SCHEMA => Previous::Read(doc.paths),
+        Ok(doc) if doc.schema == SCHEMA => Previous::Read(doc),
         Ok(doc) => Previous::Damaged {
             bytes,
             why: format!(
@@ -386,6 +493,205 @@ fn candidates<'p>(
     list
 }
 
+/// What the steps with `prune = true` of this run manage. A step that ended in sync
+/// or changed records it, from its report (its plan read the dpkg database, the unit
+/// or the account before any change); one that failed or was skipped keeps the
+/// previous entry (and one that failed after installing a package or creating an
+/// account records that). What the agent installed or created, and what a unit was before,
+/// is what the first record says, so a later run never makes the agent forget that it
+/// installed a package.
+fn record_resources(catalog: &Catalog, ran: &[StepReport], previous: &[Held]) -> Vec<Held> {
+    let mut next: BTreeMap<(u8, String), Held> = BTreeMap::new();
+    let find = |kind: u8, name: &str| previous.iter().find(|h| h.what.key() == (kind, name));
+    for (step, done) in catalog.steps.iter().zip(ran) {
+        let Some(desired) = &step.desired else {
+            continue;
+        };
+        let settled = matches!(done.status, Status::InSync | Status::Changed);
+        // A step that failed after changing the machine (a transaction that installed
+        // a package, then failed its check) did what its changes say as far as the
+        // record is concerned: the agent installed or created it.
+        let changed = |kind: ChangeKind, path: &str| {
+            (done.status == Status::Changed || done.modified)
+                && done
+                    .changes
+                    .iter()
+                    .any(|c| c.kind == kind && c.path == path)
+        };
+        let held = |what: Resource| Held {
+            what,
+            step: step.name(),
+            source: format!("{}:{}", step.file, step.line),
+        };
+        let mut found: Vec<Held> = Vec::new();
+        match desired {
+            StepKind::Package(p) if p.prune => {
+                for name in &p.names {
+                    let name = name.qualified();
+                    let before = find(2, &name);
+                    let had = matches!(
+                        before.map(|h| &h.what),
+                        Some(Resource::Package {
+                            installed_by_agent: true,
+                            ..
+                        })
+                    );
+                    let installed_now = changed(ChangeKind::Create, &format!("package {name}"));
+                    if settled || installed_now {
+                        found.push(held(Resource::Package {
+                            name,
+                            installed_by_agent: had || installed_now,
+                        }));
+                    } else {
+                        found.extend(before.cloned());
+                    }
+                }
+            }
+            StepKind::Service(svc) if svc.prune => {
+                let before = find(0, &svc.unit);
+                if settled {
+                    let (had_enabled, had_running) = match before.map(|h| &h.what) {
+                        Some(Resource::Service {
+                            enabled_before,
+                            running_before,
+                            ..
+                        }) => (*enabled_before, *running_before),
+                        _ => (None, None),
+                    };
+                    // A change says what the unit was; no change: it already was as
+                    // the step wants.
+                    let enabled_before = svc.enabled.map(|want| {
+                        had_enabled.unwrap_or(if changed(ChangeKind::Enable, &svc.unit) {
+                            false
+                        } else if changed(ChangeKind::Disable, &svc.unit) {
+                            true
+                        } else {
+                            want
+                        })
+                    });
+                    let running_before = svc.state.map(|want| {
+                        had_running.unwrap_or(if changed(ChangeKind::Start, &svc.unit) {
+                            false
+                        } else if changed(ChangeKind::Stop, &svc.unit) {
+                            true
+                        } else {
+                            want == RunState::Running
+                        })
+                    });
+                    found.push(held(Resource::Service {
+                        name: svc.unit.clone(),
+                        enabled_before,
+                        running_before,
+                    }));
+                } else {
+                    found.extend(before.cloned());
+                }
+            }
+            StepKind::User(u) if u.prune => {
+                let before = find(1, &u.name);
+                let had = matches!(
+                    before.map(|h| &h.what),
+                    Some(Resource::User {
+                        created_by_agent: true,
+                        ..
+                    })
+                );
+                let created_now = changed(ChangeKind::Create, &u.name);
+                if settled || created_now {
+                    found.push(held(Resource::User {
+                        name: u.name.clone(),
+                        created_by_agent: had || created_now,
+                    }));
+                } else {
+                    found.extend(before.cloned());
+                }
+            }
+            _ => {}
+        }
+        for h in found {
+            let (kind, name) = h.what.key();
+            let key = (kind, name.to_owned());
+            match next.get_mut(&key) {
+                // Two steps name the same package: the first keeps it, and the agent
+                // installed it if either says so.
+                Some(Held {
+                    what:
+                        Resource::Package {
+                            installed_by_agent, ..
+                        },
+                    ..
+                }) => {
+                    if let Resource::Package {
+                        installed_by_agent: also,
+                        ..
+                    } = h.what
+                    {
+                        *installed_by_agent |= also;
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    next.insert(key, h);
+                }
+            }
+        }
+    }
+    next.into_values().collect()
+}
+
+/// The entries of the previous record that no rendered step of the catalog names any
+/// more (a step of the same type, with or without `prune`): their steps went away. An
+/// entry still named by a step without `prune` is simply no longer held.
+fn resources_gone<'p>(previous: &'p [Held], catalog: &Catalog) -> Vec<&'p Held> {
+    let mut packages = BTreeSet::new();
+    let mut units = BTreeSet::new();
+    let mut users = BTreeSet::new();
+    for step in &catalog.steps {
+        match &step.desired {
+            Some(StepKind::Package(p)) => {
+                packages.extend(p.names.iter().map(PackageName::qualified));
+            }
+            Some(StepKind::Service(s)) => {
+                units.insert(s.unit.clone());
+            }
+            Some(StepKind::User(u)) => {
+                users.insert(u.name.clone());
+            }
+            _ => {}
+        }
+    }
+    previous
+        .iter()
+        .filter(|h| match &h.what {
+            Resource::Package { name, .. } => !packages.contains(name),
+            Resource::Service { name, .. } => !units.contains(name),
+            Resource::User { name, .. } => !users.contains(name),
+        })
+        .collect()
+}
+
+/// Packages grouped by the step that managed them (one transaction per step), in the
+/// order of the record.
+fn by_step<'p>(packages: &[&'p Held]) -> Vec<Vec<&'p Held>> {
+    let mut groups: Vec<Vec<&Held>> = Vec::new();
+    for held in packages {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].step == held.step && g[0].source == held.source)
+        {
+            Some(group) => group.push(held),
+            None => groups.push(vec![held]),
+        }
+    }
+    groups
+}
+
+/// Whether `text` names `user` as a word (a sudoers rule, a group line).
+fn mentions(text: &str, user: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || "_-.$".contains(c)))
+        .any(|word| word == user)
+}
+
 /// A path's current state, in the terms of the record.
 fn observe(host: &dyn Host, path: &Path) -> Result<Left, host::Error> {
     Ok(match host.lstat(path)? {
@@ -450,6 +756,8 @@ enum Action {
 
 struct Rollback<'c, 'a> {
     ctx: &'c Ctx<'a>,
+    /// The current catalog: what it still names is never removed.
+    catalog: &'c Catalog,
     originals: Originals,
     dry_run: bool,
     /// The record the paths come from, as each report's `source`.
@@ -855,6 +1163,278 @@ impl Rollback<'_, '_> {
             _ => gid.to_string(),
         }
     }
+}
+
+/// Rollback of packages, units and users (steps with `prune = true`).
+impl Rollback<'_, '_> {
+    /// A report for a package, unit or user, with nothing decided yet.
+    fn held_report(&self, kind: &StepKind) -> StepReport {
+        let what = resource::describe(kind);
+        let mut item = blank(&what, self.source.clone());
+        item.resource = what;
+        item
+    }
+
+    /// Puts a unit's `enabled` and running state back as they were before the agent
+    /// first changed them.
+    fn service(&mut self, held: &Held) -> (StepReport, bool) {
+        let Resource::Service {
+            name,
+            enabled_before,
+            running_before,
+        } = &held.what
+        else {
+            unreachable!("only services are passed here, because run() partitions them");
+        };
+        let undo = StepKind::Service(ServiceStep {
+            unit: name.clone(),
+            enabled: *enabled_before,
+            state: running_before.map(|running| {
+                if running {
+                    RunState::Running
+                } else {
+                    RunState::Stopped
+                }
+            }),
+            on_notify: OnNotify::Restart,
+            prune: false,
+        });
+        let mut item = self.held_report(&undo);
+        let was = was(held);
+        if enabled_before.is_none() && running_before.is_none() {
+            item.reason = Some(format!(
+                "the step set neither `enabled` nor `state`, so there is nothing to put back; {was} no longer manages it"
+            ));
+            return (item, false);
+        }
+        match service::unit_state(self.ctx, name) {
+            Ok(state) if !state.exists() => {
+                item.reason = Some(format!(
+                    "unit {name} does not exist any more; {was} no longer manages it"
+                ));
+                return (item, false);
+            }
+            Ok(_) => {}
+            Err(e) => return failed(item, name, &was, &e),
+        }
+        self.undo(item, &undo, &was)
+    }
+
+    /// Removes an account the agent created, unless the catalog still uses it.
+    fn user(&mut self, held: &Held) -> (StepReport, bool) {
+        let Resource::User {
+            name,
+            created_by_agent,
+        } = &held.what
+        else {
+            unreachable!("only users are passed here, because run() partitions them");
+        };
+        let undo = StepKind::User(UserStep {
+            name: name.clone(),
+            state: Presence::Absent,
+            uid: None,
+            system: false,
+            shell: None,
+            home: None,
+            create_home: false,
+            groups: None,
+            groups_exclusive: false,
+            comment: None,
+            remove_home: false,
+            prune: false,
+        });
+        let mut item = self.held_report(&undo);
+        let was = was(held);
+        if !created_by_agent {
+            item.reason = Some(format!(
+                "user {name} existed before the agent ran the step, so it is left in place; {was} no longer manages it"
+            ));
+            return (item, false);
+        }
+        if let Some(user) = self.user_used_by(name) {
+            item.status = Status::Skipped;
+            item.reason = Some(format!(
+                "user {name} is still used by {user}; left as it is, and no longer managed ({was} is gone)"
+            ));
+            return (item, false);
+        }
+        self.undo(item, &undo, &was)
+    }
+
+    /// Removes, in one transaction, the packages of one step that the agent installed.
+    fn packages(&mut self, group: &[&Held]) -> (StepReport, bool) {
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for held in group {
+            if let Resource::Package {
+                name,
+                installed_by_agent,
+            } = &held.what
+            {
+                if *installed_by_agent {
+                    ours.push(name.clone());
+                } else {
+                    theirs.push(name.clone());
+                }
+            }
+        }
+        let step = |names: &[String]| -> Result<StepKind, String> {
+            Ok(StepKind::Package(PackageStep {
+                names: names
+                    .iter()
+                    .map(|n| PackageName::parse(n))
+                    .collect::<Result<_, _>>()?,
+                state: PackageState::Absent,
+                no_recommends: false,
+                update_lists: UpdateLists::Never,
+                upgrade: Upgrade::None,
+                deb: None,
+                sha256: None,
+                prune: false,
+            }))
+        };
+        let all: Vec<String> = group.iter().map(|h| h.what.key().1.to_owned()).collect();
+        let was = was(group[0]);
+        let (undo, shown) = match (step(&ours), step(&all)) {
+            (Ok(undo), Ok(shown)) => (undo, shown),
+            (Err(e), _) | (_, Err(e)) => {
+                let what = format!("package {}", all.join(", "));
+                let mut item = blank(&what, self.source.clone());
+                item.resource = what;
+                item.status = Status::Skipped;
+                item.reason = Some(format!(
+                    "the record names something that is not a package ({e}); left as it is, and no longer managed ({was} is gone)"
+                ));
+                return (item, false);
+            }
+        };
+        let mut item = self.held_report(&shown);
+        let left = (!theirs.is_empty()).then(|| {
+            format!(
+                "{} {} installed before the agent ran the step, so {} left installed",
+                theirs.join(", "),
+                if theirs.len() == 1 { "was" } else { "were" },
+                if theirs.len() == 1 {
+                    "it is"
+                } else {
+                    "they are"
+                },
+            )
+        });
+        if ours.is_empty() {
+            item.reason = Some(format!(
+                "{}; {was} no longer manages them",
+                left.unwrap_or_default()
+            ));
+            return (item, false);
+        }
+        let (mut item, keep) = self.undo(item, &undo, &was);
+        if let (Some(left), Some(reason)) = (left, item.reason.as_mut()) {
+            reason.push_str("; ");
+            reason.push_str(&left);
+        }
+        (item, keep)
+    }
+
+    /// Plans `undo` (the state that puts back what a step that went away did) and,
+    /// unless a dry run, applies it and plans again, like the engine does for a step.
+    /// Returns the report and whether the record keeps the entry (not done yet).
+    fn undo(&mut self, mut item: StepReport, undo: &StepKind, was: &str) -> (StepReport, bool) {
+        let what = item.resource.clone();
+        let plan = match resource::plan(undo, self.ctx) {
+            Ok(plan) => plan,
+            Err(e) => return failed(item, &what, was, &e),
+        };
+        if plan.is_in_sync() {
+            item.reason = Some(format!("{}; {was} no longer manages it", plan.in_sync));
+            return (item, false);
+        }
+        item.changes.clone_from(&plan.changes);
+        item.reason = Some(format!("{was} no longer manages it"));
+        if self.dry_run {
+            item.status = Status::Pending;
+            return (item, true);
+        }
+        if let Err(e) = resource::apply(undo, &plan, self.ctx) {
+            item.modified =
+                resource::plan(undo, self.ctx).map_or(true, |p| p.changes != plan.changes);
+            return failed(item, &what, was, &e);
+        }
+        item.modified = true;
+        match resource::plan(undo, self.ctx) {
+            Ok(after) if after.is_in_sync() => {
+                item.status = Status::Changed;
+                (item, false)
+            }
+            Ok(after) => {
+                let pending: Vec<String> = after.changes.iter().map(ToString::to_string).collect();
+                let e = resource::Error::Refused(format!(
+                    "it finished, but this is still to do: {}",
+                    pending.join("; ")
+                ));
+                failed(item, &what, was, &e)
+            }
+            Err(e) => failed(item, &what, was, &e),
+        }
+    }
+
+    /// The first step of the current catalog that still uses account `name` other than
+    /// a `user` step (which keeps the entry out of rollback altogether): owns a path,
+    /// holds its keys, runs a command as it, or names it in a sudoers file.
+    fn user_used_by(&self, name: &str) -> Option<String> {
+        for step in &self.catalog.steps {
+            let Some(desired) = &step.desired else {
+                continue;
+            };
+            let owner = |attrs: &crate::step::Attrs| attrs.owner.as_deref() == Some(name);
+            let sudoers =
+                |path: &str| path == "/etc/sudoers" || path.starts_with("/etc/sudoers.d/");
+            let uses = match desired {
+                StepKind::File(f) => {
+                    owner(&f.attrs)
+                        || (sudoers(&f.path)
+                            && match &f.content {
+                                Some(FileContent::Inline(text)) => mentions(text, name),
+                                // Unreadable counts as naming it: never remove on a guess.
+                                Some(FileContent::Source(rel)) => (self.ctx.files)(rel)
+                                    .map_or(true, |b| mentions(&String::from_utf8_lossy(&b), name)),
+                                None => false,
+                            })
+                }
+                StepKind::Template(t) => {
+                    owner(&t.attrs) || (sudoers(&t.path) && mentions(&t.content, name))
+                }
+                StepKind::Directory(d) => owner(&d.attrs),
+                StepKind::Download(d) => owner(&d.attrs),
+                StepKind::AuthorizedKeys(k) => k.user == name,
+                StepKind::Command(c) => c.user.as_deref() == Some(name),
+                _ => false,
+            };
+            if uses {
+                return Some(format!(
+                    "step `{}` ({}:{})",
+                    step.name(),
+                    step.file,
+                    step.line
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// `step `tools` (roles/base.toml:3)`.
+fn was(held: &Held) -> String {
+    format!("step `{}` ({})", held.step, held.source)
+}
+
+/// A failed rollback of a package, unit or user: kept in the record, tried again.
+fn failed(mut item: StepReport, what: &str, was: &str, e: &resource::Error) -> (StepReport, bool) {
+    item.status = Status::Failed;
+    item.error = Some(format!(
+        "cannot roll back {what}, which {was} managed with prune = true: {e}\nhint: the next run tries again; fix what the message says, or name it in a step without `prune` to keep it as it is (it is then no longer rolled back)"
+    ));
+    (item, true)
 }
 
 /// Whether `text` is sshd configuration that switches password login off.
@@ -1408,6 +1988,64 @@ mod tests {
             b"{\"schema\": 1"
         );
         assert_eq!(managed(&host).keys().collect::<Vec<_>>(), ["/srv/keep"]);
+    }
+
+    #[test]
+    fn a_record_without_resources_reads_and_held_entries_have_a_kind() {
+        // Written by an agent before the opt-in: nothing is held.
+        let old: Managed =
+            serde_json::from_str("{\"schema\": \"infra-agent/managed/v1\", \"paths\": {}}")
+                .unwrap();
+        assert!(old.resources.is_empty());
+        let held = Held {
+            what: Resource::Package {
+                name: "zsh".to_owned(),
+                installed_by_agent: true,
+            },
+            step: "tools".to_owned(),
+            source: "roles/r.toml:1".to_owned(),
+        };
+        assert_eq!(
+            serde_json::to_value(&held).unwrap(),
+            serde_json::json!({
+                "kind": "package",
+                "name": "zsh",
+                "installed_by_agent": true,
+                "step": "tools",
+                "source": "roles/r.toml:1"
+            })
+        );
+        let unit: Held = serde_json::from_value(serde_json::json!({
+            "kind": "service",
+            "name": "nginx.service",
+            "enabled_before": false,
+            "step": "nginx",
+            "source": "roles/r.toml:9"
+        }))
+        .unwrap();
+        assert_eq!(
+            unit.what,
+            Resource::Service {
+                name: "nginx.service".to_owned(),
+                enabled_before: Some(false),
+                running_before: None
+            }
+        );
+        // Without prune, nothing is held.
+        let host = FakeHost::new().with_dir("/srv", 0o755).with_file(
+            "/var/lib/dpkg/status",
+            "Package: zsh\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.9\n",
+            0o644,
+        );
+        converge(
+            &host,
+            &catalog(&format!(
+                "[[step]]\nid = \"p\"\ntype = \"package\"\nnames = [\"zsh\"]\n\n{}",
+                file("keep", "/srv/keep", "kept\\n")
+            )),
+        );
+        let bytes = host.read_file(&managed_file(Path::new(STATE))).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("resources"));
     }
 
     #[test]

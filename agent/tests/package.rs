@@ -131,6 +131,7 @@ fn step(list: &[&str]) -> PackageStep {
         upgrade: Upgrade::None,
         deb: None,
         sha256: None,
+        prune: false,
     }
 }
 

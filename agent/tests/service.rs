@@ -260,6 +260,7 @@ fn svc(unit: &str, enabled: Option<bool>, state: Option<RunState>) -> ServiceSte
         enabled,
         state,
         on_notify: OnNotify::Restart,
+        prune: false,
     }
 }
 

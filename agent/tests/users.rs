@@ -398,6 +398,7 @@ fn user(name: &str) -> UserStep {
         groups_exclusive: false,
         comment: None,
         remove_home: false,
+        prune: false,
     }
 }
 

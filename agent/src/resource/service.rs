@@ -214,6 +214,12 @@ fn observe(ctx: &Ctx<'_>, unit: &str, read: Read) -> Result<(UnitState, bool), E
     Ok((state, true))
 }
 
+/// The state of `unit` as systemd says it now (for rollback, which looks at units no
+/// step of the run names). Reads only.
+pub fn unit_state(ctx: &Ctx<'_>, unit: &str) -> Result<UnitState, Error> {
+    Ok(observe(ctx, unit, Read::Again)?.0)
+}
+
 /// The state of `unit` for planning: read again before calling it missing in a real run.
 fn observe_for_plan(ctx: &Ctx<'_>, unit: &str) -> Result<UnitState, Error> {
     let (state, read_now) = observe(ctx, unit, Read::Shared)?;

@@ -20,6 +20,8 @@ pub struct PackageStep {
     pub deb: Option<DebSource>,
     /// Lower-case hex SHA-256 of the `.deb`.
     pub sha256: Option<String>,
+    /// Rollback removes the packages this step installed once the step goes away.
+    pub prune: bool,
 }
 
 /// A package as named in `names`: `name`, `name:arch`, `name=version`, `name:arch=version`.
@@ -194,6 +196,12 @@ pub const KIND: KindSpec = KindSpec {
             required: false,
             doc: "SHA-256 of the .deb (required for a URL)",
         },
+        Key {
+            name: "prune",
+            shape: Shape::Bool,
+            required: false,
+            doc: "when the step goes away, remove the packages it installed; default false",
+        },
     ],
     build,
 };
@@ -220,10 +228,11 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
         _ => Upgrade::None,
     };
     let no_recommends = f.opt_bool("no_recommends")?.unwrap_or(false);
+    let prune = f.opt_bool("prune")?.unwrap_or(false);
 
     if upgrade != Upgrade::None {
         f.forbid(
-            &["names", "state", "deb", "sha256"],
+            &["names", "state", "deb", "sha256", "prune"],
             "in a step with `upgrade` (it upgrades the whole system; manage packages in another step)",
         )?;
         return Ok(StepKind::Package(PackageStep {
@@ -234,6 +243,7 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
             upgrade,
             deb: None,
             sha256: None,
+            prune: false,
         }));
     }
 
@@ -282,7 +292,7 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
         };
         f.forbid(&["deb", "sha256"], why)?;
         if state == PackageState::Absent {
-            f.forbid(&["no_recommends", "update_lists"], why)?;
+            f.forbid(&["no_recommends", "update_lists", "prune"], why)?;
         }
         if let Some(pinned) = names.iter().find(|n| n.version.is_some()) {
             return Err(err(
@@ -373,6 +383,7 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
         upgrade,
         deb,
         sha256,
+        prune,
     }))
 }
 

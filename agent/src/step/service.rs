@@ -13,6 +13,8 @@ pub struct ServiceStep {
     /// Running or stopped; `None` leaves it as it is.
     pub state: Option<RunState>,
     pub on_notify: OnNotify,
+    /// Rollback puts `enabled` and `state` back as they were once the step goes away.
+    pub prune: bool,
 }
 
 /// Whether a service should be running.
@@ -90,6 +92,12 @@ pub const KIND: KindSpec = KindSpec {
             required: false,
             doc: "what a notification does: \"restart\" (default), \"reload\" or \"reload-or-restart\"",
         },
+        Key {
+            name: "prune",
+            shape: Shape::Bool,
+            required: false,
+            doc: "when the step goes away, put `enabled` and `state` back as they were; default false",
+        },
     ],
     build,
 };
@@ -144,6 +152,7 @@ fn build(f: &Rendered<'_>, _ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> 
         enabled: f.opt_bool("enabled")?,
         state,
         on_notify,
+        prune: f.opt_bool("prune")?.unwrap_or(false),
     }))
 }
 

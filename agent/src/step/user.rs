@@ -27,6 +27,9 @@ pub struct UserStep {
     pub comment: Option<String>,
     /// With state = "absent": remove the home directory too (`userdel --remove`).
     pub remove_home: bool,
+    /// Rollback removes the account (not its home) if this step created it, once the
+    /// step goes away.
+    pub prune: bool,
 }
 
 pub const KIND: KindSpec = KindSpec {
@@ -94,6 +97,12 @@ pub const KIND: KindSpec = KindSpec {
             required: false,
             doc: "with state = \"absent\": remove the home directory too; default false",
         },
+        Key {
+            name: "prune",
+            shape: Shape::Bool,
+            required: false,
+            doc: "when the step goes away, remove the account if the step created it; default false",
+        },
     ],
     build,
 };
@@ -141,6 +150,7 @@ fn build(f: &Rendered<'_>, _ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> 
                 "groups",
                 "groups_exclusive",
                 "comment",
+                "prune",
             ],
             "with state = \"absent\"",
         )?;
@@ -196,6 +206,7 @@ fn build(f: &Rendered<'_>, _ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> 
         groups_exclusive: groups_exclusive.unwrap_or(false),
         comment,
         remove_home,
+        prune: f.opt_bool("prune")?.unwrap_or(false),
     }))
 }
 

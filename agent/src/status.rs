@@ -149,15 +149,46 @@ pub struct RunRecord {
     /// Why nothing was applied, for [`Outcome::NotApplied`].
     pub error: Option<String>,
     /// The run as `--format json` prints it (`infra-agent/run/v1`), when steps ran.
-    pub run: Option<serde_json::Value>,
+    pub run: Option<RunJson>,
+}
+
+/// A run document kept as the JSON text it was written as. Status and history carry
+/// it through without parsing it into a tree and writing it back: on a host with a
+/// few hundred steps that tree is most of the cost of recording a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunJson(Box<serde_json::value::RawValue>);
+
+impl RunJson {
+    /// The document as a JSON value (parsed on demand).
+    #[must_use]
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).expect("a RunJson holds valid JSON, checked when it was made")
+    }
+
+    /// The JSON text.
+    #[must_use]
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RunJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 /// The run document (`infra-agent/run/v1`) of a report: the same value `--format json`
 /// prints, built by [`crate::report::RunDocument`] so the two cannot drift apart.
 #[must_use]
 pub fn run_document(host: &str, env: &str, report: &RunReport) -> serde_json::Value {
+    run_json(host, env, report).value()
+}
+
+fn run_json(host: &str, env: &str, report: &RunReport) -> RunJson {
     let doc = crate::report::RunDocument::new(host, env, report);
-    serde_json::to_value(&doc).expect("a run document serializes, because it holds only strings, numbers and maps with string keys")
+    RunJson(serde_json::value::to_raw_value(&doc).expect("a run document serializes, because it holds only strings, numbers and maps with string keys"))
 }
 
 /// The start of a run: what triggered it, what it reads, and when it began. Take one
@@ -201,7 +232,7 @@ impl RunStart {
             summary,
             commit,
             error: None,
-            run: Some(run_document(host, env, report)),
+            run: Some(run_json(host, env, report)),
             ..self.finished()
         }
     }

@@ -439,7 +439,7 @@ fn the_run_document_is_the_one_format_json_prints() {
     );
     let record =
         RunStart::now(Trigger::Once, "/srv/infra").applied(None, "web-01", "prod", &report);
-    assert_eq!(record.run, Some(printed));
+    assert_eq!(record.run.map(|r| r.value()), Some(printed));
     assert_eq!(record.outcome, Outcome::InSync);
     assert_eq!(record.exit_code, 0);
 }

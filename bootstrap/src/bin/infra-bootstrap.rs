@@ -1,28 +1,16 @@
-//! `infra-bootstrap`: turns a fresh server into a managed host (not implemented yet).
+//! `infra-bootstrap`: turns a fresh server into a host managed by infra-agent.
 
 use clap::Parser;
+use infra_bootstrap::bootstrap::Usage;
+use infra_bootstrap::{Failure, cli::Args};
 
-/// Turn a fresh server reachable over SSH into a host managed by infra-agent.
-#[derive(Debug, Parser)]
-#[command(name = "infra-bootstrap", version)]
-struct Args {
-    /// Target as user@host (root@host, or admin@host with --sudo).
-    target: String,
-    /// SSH port of the target.
-    #[arg(long, default_value_t = 22)]
-    port: u16,
-    /// Name the host is known by in the inventory (default: the target's hostname).
-    #[arg(long)]
-    hostname: Option<String>,
-    /// Repository URL the agent pulls from (default: from infra.toml).
-    #[arg(long)]
-    repo: Option<String>,
-    /// Private key of the admin user.
-    #[arg(short = 'i')]
-    identity: Option<std::path::PathBuf>,
-    /// Log in as a sudo user with a password instead of root.
-    #[arg(long)]
-    sudo: bool,
+fn print_hint(hint: Option<&str>) {
+    if let Some(hint) = hint {
+        for (i, line) in hint.lines().enumerate() {
+            let lead = if i == 0 { "hint: " } else { "      " };
+            eprintln!("{lead}{line}");
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,14 +22,24 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(64);
         }
     };
-    let command = format!("infra-bootstrap {}", args.target);
-    eprint!(
-        "{}",
-        infra_bootstrap::not_yet(
-            &command,
-            "first boot over SSH arrives with the bootstrap issue",
-            infra_bootstrap::BOOTSTRAP_PHASES
-        )
-    );
-    std::process::ExitCode::from(1)
+    match infra_bootstrap::bootstrap::run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            let (code, failure) = if let Some(Usage(f)) = err.downcast_ref::<Usage>() {
+                (64, Some(f))
+            } else {
+                (1, err.downcast_ref::<Failure>())
+            };
+            if let Some(f) = failure {
+                eprintln!("error: {}", f.message);
+                print_hint(f.hint.as_deref());
+            } else {
+                eprintln!("error: {err}");
+                for cause in err.chain().skip(1) {
+                    eprintln!("Caused by: {cause}");
+                }
+            }
+            std::process::ExitCode::from(code)
+        }
+    }
 }

@@ -1,0 +1,841 @@
+//! The bootstrap itself: the phases in order, each printed as one line with its
+//! duration, and the summary.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io::BufRead as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use russh::keys::{PrivateKey, PublicKey};
+use sha2::{Digest as _, Sha256};
+
+use crate::cli::Args;
+use crate::failure::{Failure, fail};
+use crate::known_hosts::{self, Verdict, fingerprint};
+use crate::remote::{self, Remote, Root, key_values};
+use crate::scripts;
+use crate::ssh::{ConnectError, PasswordOutcome, Session};
+use crate::state::{self, HostPlan};
+use crate::target::Target;
+
+/// The unit and installer, built into the bootstrap so it needs no checkout of the
+/// project beside it.
+const UNIT: &str = include_str!("../../packaging/infra-agent.service");
+const INSTALL_SH: &str = include_str!("../../packaging/install.sh");
+
+/// A usage error: `main` exits 64.
+#[derive(Debug)]
+pub struct Usage(pub Failure);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Runs `infra-bootstrap` with `args`.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(bootstrap(args))
+}
+
+/// Prints one phase line: status, name, duration, detail.
+fn line(status: &str, name: &str, took: Duration, detail: &str) {
+    let secs = format!("{:.1}s", took.as_secs_f64());
+    println!("{status:<7}{name:<20}{secs:>7}  {detail}");
+}
+
+/// Runs one phase and prints its line (`ok` with the detail it returns, or `FAILED`).
+async fn phase<T>(
+    name: &str,
+    body: impl Future<Output = anyhow::Result<(T, String)>>,
+) -> anyhow::Result<T> {
+    let started = Instant::now();
+    match body.await {
+        Ok((value, detail)) => {
+            line("ok", name, started.elapsed(), &detail);
+            Ok(value)
+        }
+        Err(e) => {
+            line("FAILED", name, started.elapsed(), "");
+            Err(e)
+        }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+}
+
+fn read_local(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
+    fs_err::read(path).map_err(|e| {
+        Failure::new(format!("cannot read {what}: {e}"))
+            .hint(format!("check the path {}", path.display()))
+    })
+}
+
+/// The agent binary to install: `--agent-binary`, else `infra-agent` beside this program.
+fn agent_binary(args: &Args) -> Result<PathBuf, Failure> {
+    if let Some(path) = &args.agent_binary {
+        return Ok(path.clone());
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("infra-agent")))
+        .filter(|p| p.is_file());
+    beside.ok_or_else(|| {
+        Failure::new("no infra-agent binary beside infra-bootstrap")
+            .hint("build it (cargo build --release -p infra-agent) and pass --agent-binary target/release/infra-agent")
+    })
+}
+
+fn load_identity(path: &Path) -> Result<Arc<PrivateKey>, Failure> {
+    russh::keys::load_secret_key(path, None)
+        .map(Arc::new)
+        .map_err(|e| {
+            Failure::new(format!("cannot load the private key {}: {e}", path.display())).hint(
+                "pass -i with an unencrypted OpenSSH private key (infra-bootstrap does not ask for key passphrases)",
+            )
+        })
+}
+
+fn password(args: &Args, target: &Target) -> Result<String, Failure> {
+    if let Some(path) = &args.password_file {
+        let text = String::from_utf8(read_local(path, "the password file")?)
+            .map_err(|_| Failure::new(format!("{} is not UTF-8 text", path.display())))?;
+        let first = text.lines().next().unwrap_or_default().to_owned();
+        if first.is_empty() {
+            return Err(
+                Failure::new(format!("the password file {} is empty", path.display()))
+                    .hint("put the password on its first line"),
+            );
+        }
+        return Ok(first);
+    }
+    rpassword::prompt_password(format!("{target}'s password: ")).map_err(|e| {
+        Failure::new(format!("cannot ask for the password of {target}: {e}"))
+            .hint("run infra-bootstrap on a terminal, or pass --password-file FILE")
+    })
+}
+
+/// Asks on the terminal whether to trust `key`.
+fn ask_host_key(target: &Target, port: u16, key: &PublicKey) -> Result<bool, Failure> {
+    let no_tty = |e: std::io::Error| {
+        Failure::new(format!(
+            "the host key of {} is not known and there is no terminal to ask on ({e})",
+            known_hosts::entry_name(&target.host, port)
+        ))
+        .hint(format!(
+            "check the fingerprint {} out of band, then pass --host-key {} (or --accept-new)",
+            fingerprint(key),
+            fingerprint(key)
+        ))
+    };
+    let mut tty = fs_err::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(no_tty)?;
+    write!(
+        tty,
+        "The host key of {} is not known.\n{} key fingerprint is {}.\nTrust it and record it? (yes/no) ",
+        known_hosts::entry_name(&target.host, port),
+        key.algorithm().as_str(),
+        fingerprint(key)
+    )
+    .map_err(no_tty)?;
+    let mut answer = String::new();
+    std::io::BufReader::new(tty)
+        .read_line(&mut answer)
+        .map_err(no_tty)?;
+    Ok(answer.trim().eq_ignore_ascii_case("yes"))
+}
+
+/// Connects to the target, checking its host key against the operator's `known_hosts`
+/// and the flags; records a newly accepted key. Returns the session and what was
+/// decided about the key.
+async fn connect_checked(
+    args: &Args,
+    target: &Target,
+    known_hosts_file: &Path,
+) -> anyhow::Result<(Session, String)> {
+    let port = args.port;
+    let recorded = known_hosts::recorded(known_hosts_file, &target.host, port)?;
+    let timeout = Duration::from_secs(args.connect_timeout);
+    let mut approved: Option<PublicKey> = None;
+    loop {
+        let rec = recorded.clone();
+        let pin = args.host_key.clone();
+        let accept_new = args.accept_new;
+        let ok = approved.clone();
+        let rule = Box::new(move |key: &PublicKey| {
+            let pin_ok = pin.as_deref().is_none_or(|p| p == fingerprint(key));
+            match known_hosts::verdict(&rec, key) {
+                Verdict::Known => pin_ok,
+                Verdict::Changed(_) => false,
+                Verdict::Unknown => {
+                    pin_ok
+                        && (accept_new
+                            || pin.is_some()
+                            || ok.as_ref().is_some_and(|k| k.key_data() == key.key_data()))
+                }
+            }
+        });
+        match Session::connect(&target.host, port, timeout, rule).await {
+            Ok(session) => {
+                let key = session.host_key().clone();
+                let how = if known_hosts::verdict(&recorded, &key) == Verdict::Known {
+                    "known".to_owned()
+                } else {
+                    known_hosts::record(known_hosts_file, &target.host, port, &key)?;
+                    format!("recorded in {}", known_hosts_file.display())
+                };
+                return Ok((session, format!("host key {} ({how})", fingerprint(&key))));
+            }
+            Err(ConnectError::Unreachable(why)) => {
+                return fail(
+                    format!("cannot reach {}:{port}: {why}", target.host),
+                    "check the address, the port (--port) and that sshd runs on the host; --connect-timeout SECONDS waits longer",
+                );
+            }
+            Err(ConnectError::HostKey(key)) => match known_hosts::verdict(&recorded, &key) {
+                Verdict::Changed(old) => {
+                    let old: Vec<String> = old.iter().map(fingerprint).collect();
+                    return fail(
+                        format!(
+                            "the host key of {} CHANGED: it shows {}, but {} records {}. Someone may be in the middle; refusing to connect",
+                            known_hosts::entry_name(&target.host, port),
+                            fingerprint(&key),
+                            known_hosts_file.display(),
+                            old.join(", ")
+                        ),
+                        format!(
+                            "if the host was reinstalled, check the new fingerprint out of band, then remove the old entry: ssh-keygen -R '{}' -f {}",
+                            known_hosts::entry_name(&target.host, port),
+                            known_hosts_file.display()
+                        ),
+                    );
+                }
+                _ if args.host_key.is_some() => {
+                    return fail(
+                        format!(
+                            "the host key of {} is {}, not the pinned {}",
+                            known_hosts::entry_name(&target.host, port),
+                            fingerprint(&key),
+                            args.host_key.as_deref().unwrap_or_default()
+                        ),
+                        "check the fingerprint out of band (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the host's console)",
+                    );
+                }
+                _ if approved.is_none() && ask_host_key(target, port, &key)? => {
+                    approved = Some(key);
+                }
+                _ => {
+                    return fail(
+                        format!("the host key {} was not accepted", fingerprint(&key)),
+                        "answer yes to trust it, or pin it with --host-key SHA256:...",
+                    );
+                }
+            },
+        }
+    }
+}
+
+/// Logs in on the first session: the key first (when there is one), then the password.
+async fn log_in(
+    args: &Args,
+    target: &Target,
+    session: &mut Session,
+    identity: &Arc<PrivateKey>,
+) -> anyhow::Result<(Root, String)> {
+    if session.key(&target.user, Arc::clone(identity)).await? {
+        let root = if target.is_root() {
+            Root::Direct
+        } else if args.password_file.is_some() {
+            Root::SudoPassword(password(args, target)?)
+        } else {
+            Root::SudoNoPassword
+        };
+        return Ok((
+            root,
+            format!("{target} with key {}", fingerprint(identity.public_key())),
+        ));
+    }
+    let refused_hint = if target.is_root() {
+        format!(
+            "if the image has a sudo user with a password, run infra-bootstrap USER@{} --sudo; on a host bootstrapped before, run infra-bootstrap ADMIN@{} --sudo -i KEY",
+            target.host, target.host
+        )
+    } else {
+        "check the user name and the password (--password-file FILE holds it on its first line)"
+            .to_owned()
+    };
+    let not_offered = || {
+        Failure::new(format!(
+            "sshd on {} does not accept password login (PasswordAuthentication no), and the key {} was refused for {}",
+            target.host,
+            fingerprint(identity.public_key()),
+            target.user
+        ))
+        .hint(refused_hint.clone())
+    };
+    if !session.offers_password(&target.user).await? {
+        return Err(not_offered().into());
+    }
+    let password = password(args, target)?;
+    match session.password(&target.user, &password).await? {
+        PasswordOutcome::Accepted => {
+            let root = if target.is_root() {
+                Root::Direct
+            } else {
+                Root::SudoPassword(password)
+            };
+            Ok((root, format!("{target} with a password")))
+        }
+        PasswordOutcome::NotOffered => Err(not_offered().into()),
+        PasswordOutcome::Refused if target.is_root() => fail(
+            format!(
+                "the password for root@{} was refused: either it is wrong, or sshd does not let root log in with a password (PermitRootLogin prohibit-password, Debian's default)",
+                target.host
+            ),
+            format!("check the password; {refused_hint}"),
+        ),
+        PasswordOutcome::Refused => fail(
+            format!("the password for {target} was refused"),
+            refused_hint,
+        ),
+    }
+}
+
+/// What the bootstrap reads on this machine before it touches the host.
+struct Local {
+    repo: infra_agent::state_repo::StateRepo,
+    plan: Option<HostPlan>,
+    identity: Arc<PrivateKey>,
+    agent: Vec<u8>,
+    deploy_key: Option<Vec<u8>>,
+    git_known_hosts: Option<Vec<u8>>,
+}
+
+/// What the check phase found.
+struct Found {
+    kv: std::collections::BTreeMap<String, String>,
+}
+
+impl Found {
+    fn get(&self, key: &str) -> &str {
+        self.kv.get(key).map_or("", String::as_str)
+    }
+}
+
+fn check_target(found: &Found) -> Result<String, Failure> {
+    let id = found.get("id");
+    let like = found.get("id_like");
+    let pretty = found.get("pretty");
+    let debian_like = matches!(id, "debian" | "ubuntu") || like.split(' ').any(|l| l == "debian");
+    if !debian_like {
+        return Err(Failure::new(format!(
+            "unsupported operating system: {pretty} (ID={id}); infra-agent manages Debian and Ubuntu only"
+        ))
+        .hint("install Debian or Ubuntu on the host"));
+    }
+    let arch = found.get("arch");
+    if arch != "x86_64" {
+        return Err(Failure::new(format!(
+            "unsupported architecture: {arch}; infra-agent is built for x86_64 only"
+        ))
+        .hint("bootstrap an x86_64 host"));
+    }
+    let pid1 = found.get("pid1");
+    if pid1 != "systemd" {
+        return Err(Failure::new(format!(
+            "PID 1 on the host is `{pid1}`, not systemd; the agent runs as a systemd service"
+        ))
+        .hint("boot the host with systemd as init"));
+    }
+    if found.get("uid") != "0" {
+        return Err(Failure::new("commands on the host do not run as root")
+            .hint("log in as root, or as a user with sudo rights and --sudo"));
+    }
+    Ok(format!("{pretty}, {arch}, systemd"))
+}
+
+async fn bootstrap(args: &Args) -> anyhow::Result<()> {
+    let target = Target::parse(&args.target).map_err(Usage)?;
+    if !target.is_root() && !args.sudo {
+        return Err(Usage(
+            Failure::new(format!(
+                "{target}: commands must run as root, and {} is not root",
+                target.user
+            ))
+            .hint(format!(
+                "pass --sudo to use {}'s sudo rights, or log in as root@{}",
+                target.user, target.host
+            )),
+        )
+        .into());
+    }
+    if let Some(pin) = &args.host_key
+        && !pin.starts_with("SHA256:")
+    {
+        return Err(Usage(
+            Failure::new(format!("--host-key {pin} is not a SHA256 fingerprint"))
+                .hint("write it as ssh-keygen -lf shows it: SHA256:base64..."),
+        )
+        .into());
+    }
+    let Some(identity_path) = &args.identity else {
+        return Err(Usage(
+            Failure::new("no admin key: infra-bootstrap proves with it that the admin can log in before it starts the daemon")
+                .hint("pass -i KEY, the private half of a key listed in data.admin.keys"),
+        )
+        .into());
+    };
+
+    // Local: the repository, the keys, the agent. Nothing is touched on the host
+    // before every one of these is in hand.
+    let local = phase("state repository", async {
+        let repo = state::load(&args.state_repo)?;
+        let identity = load_identity(identity_path)?;
+        let plan = match &args.hostname {
+            Some(h) => Some(plan_for(&repo, h, args, identity.public_key())?),
+            None => None,
+        };
+        let agent_path = agent_binary(args)?;
+        let agent = read_local(&agent_path, "the infra-agent binary")?;
+        let deploy_key = args
+            .deploy_key
+            .as_deref()
+            .map(|p| read_local(p, "the deploy key"))
+            .transpose()?;
+        let git_known_hosts = args
+            .git_known_hosts
+            .as_deref()
+            .map(|p| read_local(p, "the git server's known_hosts"))
+            .transpose()?;
+        let detail = match &plan {
+            Some(p) => describe_plan(p),
+            None => format!(
+                "{} (host chosen by its hostname)",
+                args.state_repo.display()
+            ),
+        };
+        Ok((
+            Local {
+                repo,
+                plan,
+                identity,
+                agent,
+                deploy_key,
+                git_known_hosts,
+            },
+            detail,
+        ))
+    })
+    .await?;
+
+    let known_hosts_file = match &args.known_hosts {
+        Some(path) => path.clone(),
+        None => known_hosts::default_path()?,
+    };
+    let (session, root) = phase("connect", async {
+        let (mut session, key_detail) = connect_checked(args, &target, &known_hosts_file).await?;
+        let (root, how) = log_in(args, &target, &mut session, &local.identity).await?;
+        Ok(((session, root), format!("{how}, {key_detail}")))
+    })
+    .await?;
+    let host_key = session.host_key().clone();
+    let remote = Remote {
+        session: &session,
+        root,
+    };
+
+    let (found, plan) = phase("check target", async {
+        let out = remote.root(scripts::CHECK, &[], remote::SHORT).await?;
+        if !out.success() {
+            let hint = match remote.root {
+                Root::Direct => "check that sh works for the user".to_owned(),
+                _ => format!("{} needs sudo rights (with its password, or NOPASSWD with -i)", target.user),
+            };
+            return fail(format!("cannot run commands as root on the host: {}", out.describe()), hint);
+        }
+        let found = Found {
+            kv: key_values(&out.stdout()),
+        };
+        let what = check_target(&found)?;
+        let plan = match &local.plan {
+            Some(p) => p.clone(),
+            None => plan_for(&local.repo, found.get("hostname"), args, local.identity.public_key())?,
+        };
+        if state::is_ssh_url(&plan.repository) {
+            if local.deploy_key.is_none() && found.get("deploy_key") != "yes" {
+                return fail(
+                    format!("the agent pulls {} over SSH, and the host has no deploy key", plan.repository),
+                    "pass --deploy-key FILE (a private key the git server accepts, read-only)",
+                );
+            }
+            if local.git_known_hosts.is_none() && found.get("git_known_hosts") != "yes" {
+                return fail(
+                    format!("the agent pulls {} over SSH, and the host has no known_hosts for the git server", plan.repository),
+                    "pass --git-known-hosts FILE (the git server's host key line, e.g. from ssh-keyscan, checked out of band)",
+                );
+            }
+        }
+        let disabled = found.get("disabled");
+        if !disabled.is_empty() && !disabled.contains("\"infra-bootstrap:") {
+            return fail(
+                format!("infra-agent is disabled on the host by someone else: {disabled}"),
+                "run `infra-agent enable` on the host when the reason no longer holds, then infra-bootstrap again",
+            );
+        }
+        let detail = if local.plan.is_some() {
+            what
+        } else {
+            format!("{what}; {}", describe_plan(&plan))
+        };
+        Ok(((found, plan), detail))
+    })
+    .await?;
+
+    let tmp = remote.temp_dir().await?;
+    let result = converge(
+        args, &target, &remote, &local, &found, &plan, &tmp, &host_key,
+    )
+    .await;
+    remote.remove_dir(&tmp).await;
+    drop(remote);
+    session.close().await;
+    let changed_nothing = result?;
+
+    println!();
+    println!(
+        "{} is managed by infra-agent: it pulls {} ({}) and converges on its own from now on.",
+        plan.hostname, plan.repository, plan.branch
+    );
+    let port = if args.port == 22 {
+        String::new()
+    } else {
+        format!(" -p {}", args.port)
+    };
+    println!(
+        "  log in:  ssh -i {} {}@{}{port}",
+        identity_path.display(),
+        plan.admin_user,
+        target.host
+    );
+    println!("  status:  sudo infra-agent status   (on the host)");
+    if changed_nothing {
+        println!("  nothing changed: the host was already bootstrapped");
+    }
+    Ok(())
+}
+
+/// The plan for `hostname`, refusing when the operator's key is not an admin key.
+fn plan_for(
+    repo: &infra_agent::state_repo::StateRepo,
+    hostname: &str,
+    args: &Args,
+    operator: &PublicKey,
+) -> Result<HostPlan, Failure> {
+    let plan = state::plan(repo, hostname, args.repo.as_deref(), args.branch.as_deref())?;
+    if !state::key_listed(&plan.admin_keys, operator) {
+        return Err(Failure::new(format!(
+            "the key {} (-i) is not among the admin keys of `{}` (data.admin.keys); after the first converge nobody could log in with it",
+            fingerprint(operator),
+            plan.hostname
+        ))
+        .hint("add its public half to data.admin.keys and push, or pass -i with a key that is listed"));
+    }
+    Ok(plan)
+}
+
+fn describe_plan(plan: &HostPlan) -> String {
+    let keys = plan.admin_keys.len();
+    format!(
+        "{} ({}): admin {}, {keys} key{}; pulls {} ({})",
+        plan.hostname,
+        plan.inventory,
+        plan.admin_user,
+        if keys == 1 { "" } else { "s" },
+        plan.repository,
+        plan.branch
+    )
+}
+
+/// The phases that change the host: install, configure, converge, verify, start.
+/// Returns whether nothing at all changed.
+#[allow(clippy::too_many_arguments)]
+async fn converge(
+    args: &Args,
+    target: &Target,
+    remote: &Remote<'_>,
+    local: &Local,
+    found: &Found,
+    plan: &HostPlan,
+    tmp: &str,
+    host_key: &PublicKey,
+) -> anyhow::Result<bool> {
+    let mut changed = false;
+    let agent_sha = sha256_hex(&local.agent);
+    let unit_sha = sha256_hex(UNIT.as_bytes());
+    let installed = phase("install agent", async {
+        let short = &agent_sha[..12];
+        if found.get("agent_sha256") == agent_sha && found.get("unit_sha256") == unit_sha {
+            return Ok((false, format!("already installed (sha256 {short}...)")));
+        }
+        remote
+            .upload(&format!("{tmp}/infra-agent"), &local.agent)
+            .await?;
+        remote
+            .upload(&format!("{tmp}/infra-agent.service"), UNIT.as_bytes())
+            .await?;
+        remote
+            .upload(&format!("{tmp}/install.sh"), INSTALL_SH.as_bytes())
+            .await?;
+        let out = remote
+            .root(scripts::INSTALL, &[tmp, &agent_sha], remote::LONG)
+            .await?;
+        if out.code == Some(3) {
+            return fail(
+                format!(
+                    "the uploaded agent does not match its checksum: {}",
+                    out.stderr().trim()
+                ),
+                "the upload was damaged on the way; run infra-bootstrap again",
+            );
+        }
+        if !out.success() {
+            return fail(
+                format!("installing the agent failed: {}", out.describe()),
+                "see packaging/install.sh; the host is as it was before the install",
+            );
+        }
+        Ok((
+            true,
+            format!("/usr/bin/infra-agent (sha256 {short}... checked) and infra-agent.service"),
+        ))
+    })
+    .await?;
+    changed |= installed;
+
+    let config_changed = phase("configure agent", async {
+        let toml = state::agent_toml(plan);
+        let mut files: Vec<(&str, &[u8], &str)> =
+            vec![("agent.toml", toml.as_bytes(), state::AGENT_TOML)];
+        if let Some(key) = &local.deploy_key {
+            files.push(("deploy_key", key, state::DEPLOY_KEY));
+        }
+        if let Some(lines) = &local.git_known_hosts {
+            files.push(("known_hosts", lines, state::GIT_KNOWN_HOSTS));
+        }
+        let mut pairs = Vec::new();
+        for (name, content, dest) in &files {
+            let src = format!("{tmp}/{name}");
+            remote.upload(&src, content).await?;
+            pairs.push(src);
+            pairs.push((*dest).to_owned());
+        }
+        let pairs: Vec<&str> = pairs.iter().map(String::as_str).collect();
+        let out = remote
+            .root_ok(
+                "writing the agent's configuration",
+                scripts::CONFIGURE,
+                &pairs,
+                remote::SHORT,
+            )
+            .await?;
+        let wrote: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("wrote "))
+            .collect();
+        let detail = if wrote.is_empty() {
+            "agent.toml, deploy key and known_hosts unchanged".to_owned()
+        } else {
+            format!("wrote {} (0600)", wrote.join(", "))
+        };
+        Ok((!wrote.is_empty(), detail))
+    })
+    .await?;
+    changed |= config_changed;
+
+    let converged = phase("first converge", async {
+        remote
+            .root_ok(
+                "saving /etc/ssh",
+                scripts::BEFORE_CONVERGE,
+                &[scripts::SSH_BACKUP],
+                remote::SHORT,
+            )
+            .await?;
+        let out = remote.root(scripts::CONVERGE, &[], remote::LONG).await?;
+        let text = out.stdout();
+        let summary = text
+            .lines()
+            .rev()
+            .find(|l| l.contains(" in sync, "))
+            .unwrap_or("no summary")
+            .to_owned();
+        match out.code {
+            Some(0 | 2) => Ok((
+                (out.code == Some(2), None),
+                format!("infra-agent --once: {summary}"),
+            )),
+            _ => Ok((
+                (true, Some(text)),
+                format!("infra-agent --once FAILED: {summary}"),
+            )),
+        }
+    })
+    .await?;
+    let (converge_changed, converge_failure) = converged;
+    changed |= converge_changed;
+
+    phase("verify admin login", async {
+        match verify_admin(args, target, plan, &local.identity, host_key).await {
+            Ok(detail) => Ok(((), detail)),
+            Err(why) => {
+                let reason = format!(
+                    "infra-bootstrap: admin {} could not log in with key {} after the first converge; sshd restored",
+                    plan.admin_user,
+                    fingerprint(local.identity.public_key())
+                );
+                let restored = remote
+                    .root(
+                        scripts::RESTORE,
+                        &[scripts::SSH_BACKUP, scripts::SSH_FAILED, &reason],
+                        remote::SHORT,
+                    )
+                    .await;
+                let restore_note = match restored {
+                    Ok(out) if out.success() => format!(
+                        "The sshd configuration from before the converge was restored (the one that failed is in {} on the host) and the agent was disabled, so {} can log in as before.",
+                        scripts::SSH_FAILED,
+                        target.user
+                    ),
+                    Ok(out) => format!(
+                        "Restoring sshd FAILED too ({}); keep this session's host reachable and check /etc/ssh by hand (the saved copy is {}).",
+                        out.describe(),
+                        scripts::SSH_BACKUP
+                    ),
+                    Err(e) => format!(
+                        "Restoring sshd FAILED too ({e}); check /etc/ssh by hand (the saved copy is {}).",
+                        scripts::SSH_BACKUP
+                    ),
+                };
+                fail(
+                    format!(
+                        "admin {} cannot log in to {} with the key {} after the first converge: {why}. {restore_note}",
+                        plan.admin_user,
+                        target.host,
+                        fingerprint(local.identity.public_key())
+                    ),
+                    format!(
+                        "make the first_boot role install the public half of {} for {} (`infra-agent data --hostname {}` shows data.admin), push, then run infra-bootstrap again",
+                        args.identity.as_deref().map_or_else(String::new, |p| p.display().to_string()),
+                        plan.admin_user,
+                        plan.hostname
+                    ),
+                )
+            }
+        }
+    })
+    .await?;
+
+    if let Some(output) = converge_failure {
+        return fail(
+            format!(
+                "the first converge failed, so the daemon was not started:\n{}",
+                output.trim_end()
+            ),
+            "fix the failing steps in the state repository, push, and run infra-bootstrap again",
+        );
+    }
+
+    let started = phase("start daemon", async {
+        let mode = if config_changed { "reload" } else { "keep" };
+        let out = remote
+            .root_ok(
+                "enabling and starting infra-agent",
+                scripts::START,
+                &[mode],
+                remote::SHORT,
+            )
+            .await?;
+        let last = out.lines().last().unwrap_or_default().trim().to_owned();
+        match last.as_str() {
+            "unchanged" => Ok((false, "infra-agent already enabled and active".to_owned())),
+            "reloaded" => Ok((
+                true,
+                "infra-agent active, reloaded for its new agent.toml".to_owned(),
+            )),
+            "active" => Ok((true, "infra-agent enabled and active".to_owned())),
+            other => fail(
+                format!("infra-agent did not start: systemctl says `{other}`"),
+                "see `journalctl -u infra-agent` on the host",
+            ),
+        }
+    })
+    .await?;
+    changed |= started;
+    Ok(!changed)
+}
+
+/// Logs in as the admin in a new session (same host key) and checks who it is.
+async fn verify_admin(
+    args: &Args,
+    target: &Target,
+    plan: &HostPlan,
+    identity: &Arc<PrivateKey>,
+    host_key: &PublicKey,
+) -> Result<String, String> {
+    let expected = host_key.clone();
+    let rule = Box::new(move |k: &PublicKey| k.key_data() == expected.key_data());
+    let timeout = Duration::from_secs(args.connect_timeout);
+    let mut session = match Session::connect(&target.host, args.port, timeout, rule).await {
+        Ok(s) => s,
+        Err(ConnectError::HostKey(k)) => {
+            return Err(format!(
+                "the host showed another host key ({})",
+                fingerprint(&k)
+            ));
+        }
+        Err(ConnectError::Unreachable(why)) => return Err(format!("cannot connect again: {why}")),
+    };
+    let result = async {
+        match session.key(&plan.admin_user, Arc::clone(identity)).await {
+            Ok(true) => {}
+            Ok(false) => return Err("sshd refused the key".to_owned()),
+            Err(e) => return Err(e.message),
+        }
+        let out = session
+            .exec("id -un", b"", remote::SHORT)
+            .await
+            .map_err(|e| e.message)?;
+        if out.stdout().trim() == plan.admin_user {
+            Ok(format!(
+                "{}@{} with key {} in a new session",
+                plan.admin_user,
+                target.host,
+                fingerprint(identity.public_key())
+            ))
+        } else {
+            Err(format!("logged in, but `id -un` says {}", out.describe()))
+        }
+    }
+    .await;
+    session.close().await;
+    result
+}

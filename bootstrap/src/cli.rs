@@ -1,0 +1,68 @@
+//! The flags of `infra-bootstrap`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Turn a fresh server reachable over SSH into a host managed by infra-agent.
+///
+/// Run it from a checkout of the state repository (or pass --state-repo). See
+/// docs/bootstrap.md for the phases and what it writes.
+#[derive(Debug, Parser)]
+#[command(name = "infra-bootstrap", version)]
+pub struct Args {
+    /// Target as user@host: root@host, or admin@host with --sudo.
+    pub target: String,
+    /// SSH port of the target.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// Name the host is known by in the inventory (default: the target's hostname).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Repository URL the agent pulls from (default: [bootstrap] repository in infra.toml).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Branch the agent applies (default: [bootstrap] branch in infra.toml, else main).
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Private key of the admin user: proves the admin can log in after the first
+    /// converge, and logs in on a re-run.
+    #[arg(short = 'i', value_name = "KEY")]
+    pub identity: Option<PathBuf>,
+    /// Log in as a sudo user (with its password, or with -i KEY and passwordless
+    /// sudo) instead of root.
+    #[arg(long)]
+    pub sudo: bool,
+    /// Read the login password from the first line of FILE instead of prompting.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Accept only this host key (`SHA256:...`, as `ssh-keygen -lf` shows it).
+    #[arg(long, value_name = "SHA256:...")]
+    pub host_key: Option<String>,
+    /// Accept and record a host key never seen before without asking (scripts).
+    /// A key that differs from a recorded one is still refused.
+    #[arg(long)]
+    pub accept_new: bool,
+    /// The operator's `known_hosts` file [default: `~/.ssh/known_hosts`].
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// The deploy key (a private key) the agent pulls with; installed as
+    /// /etc/infra-agent/deploy_key (0600). Needed for an SSH repository URL unless
+    /// the host already has one.
+    #[arg(long, value_name = "FILE")]
+    pub deploy_key: Option<PathBuf>,
+    /// `known_hosts` lines pinning the git server's host key; installed as
+    /// /etc/infra-agent/known_hosts. Needed for an SSH repository URL unless the
+    /// host already has one.
+    #[arg(long, value_name = "FILE")]
+    pub git_known_hosts: Option<PathBuf>,
+    /// The infra-agent binary to install (default: the one beside infra-bootstrap).
+    #[arg(long, value_name = "FILE")]
+    pub agent_binary: Option<PathBuf>,
+    /// The state repository checkout to read (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub state_repo: PathBuf,
+    /// Seconds to wait for the host to answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    pub connect_timeout: u64,
+}

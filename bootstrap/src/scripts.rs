@@ -1,0 +1,93 @@
+//! The shell scripts the bootstrap runs on the target, as root. Each takes its values
+//! as positional arguments (never spliced into the text).
+
+/// Prints `key=value` lines about the target; changes nothing.
+pub const CHECK: &str = r#"set -u
+if [ -r /etc/os-release ]; then . /etc/os-release; fi
+printf 'id=%s\n' "${ID-}"
+printf 'id_like=%s\n' "${ID_LIKE-}"
+printf 'pretty=%s\n' "${PRETTY_NAME-unknown}"
+printf 'arch=%s\n' "$(uname -m)"
+printf 'pid1=%s\n' "$(cat /proc/1/comm 2>/dev/null)"
+printf 'hostname=%s\n' "$(hostname 2>/dev/null || cat /etc/hostname)"
+printf 'uid=%s\n' "$(id -u)"
+sum() { if [ -f "$1" ]; then sha256sum "$1" | cut -d' ' -f1; fi; }
+printf 'agent_sha256=%s\n' "$(sum /usr/bin/infra-agent)"
+printf 'unit_sha256=%s\n' "$(sum /lib/systemd/system/infra-agent.service)"
+have() { if [ -f "$1" ]; then echo yes; else echo no; fi; }
+printf 'deploy_key=%s\n' "$(have /etc/infra-agent/deploy_key)"
+printf 'git_known_hosts=%s\n' "$(have /etc/infra-agent/known_hosts)"
+printf 'disabled=%s\n' "$(cat /var/lib/infra-agent/disabled.json 2>/dev/null | tr -d '\n')"
+"#;
+
+/// `$1`: the upload directory; `$2`: the sha256 the agent binary must have. Exit 3
+/// when the upload does not match.
+pub const INSTALL: &str = r#"set -eu
+got=$(sha256sum "$1/infra-agent" | cut -d' ' -f1)
+if [ "$got" != "$2" ]; then
+  echo "the uploaded binary has sha256 $got, expected $2" >&2
+  exit 3
+fi
+sh "$1/install.sh" "$1/infra-agent"
+"#;
+
+/// Pairs of arguments `SRC DEST`: installs SRC as DEST (root, 0600) unless DEST
+/// already has that content and mode; prints `wrote DEST` or `unchanged DEST`.
+pub const CONFIGURE: &str = r#"set -eu
+install -d -m 0700 /etc/infra-agent
+while [ $# -ge 2 ]; do
+  src=$1; dest=$2; shift 2
+  if [ -f "$dest" ] && cmp -s "$src" "$dest" && [ "$(stat -c %a:%u "$dest")" = "600:0" ]; then
+    echo "unchanged $dest"
+    continue
+  fi
+  install -m 0600 -o root -g root "$src" "$dest.infra-tmp"
+  mv -f "$dest.infra-tmp" "$dest"
+  echo "wrote $dest"
+done
+"#;
+
+/// Where the sshd configuration is saved before the first converge.
+pub const SSH_BACKUP: &str = "/var/lib/infra-agent/bootstrap/etc-ssh.tar";
+/// Where a restore moves the sshd configuration that failed.
+pub const SSH_FAILED: &str = "/etc/ssh.infra-bootstrap-failed";
+
+/// Saves /etc/ssh to [`SSH_BACKUP`] (`$1`); re-enables an agent that an earlier
+/// bootstrap disabled (its reason starts with `infra-bootstrap:`).
+pub const BEFORE_CONVERGE: &str = r#"set -eu
+install -d -m 0700 "$(dirname "$1")"
+tar -C /etc -cpf "$1.tmp" ssh
+mv -f "$1.tmp" "$1"
+if grep -qs '"infra-bootstrap:' /var/lib/infra-agent/disabled.json; then
+  infra-agent enable >/dev/null
+fi
+"#;
+
+/// The first converge.
+pub const CONVERGE: &str =
+    "NO_COLOR=1 exec infra-agent --once --config /etc/infra-agent/agent.toml 2>&1";
+
+/// Puts back /etc/ssh from `$1` (the configuration that failed goes to `$2`),
+/// checks it with `sshd -t` and reloads sshd; then disables the agent with reason `$3`.
+pub const RESTORE: &str = r#"set -eu
+tmp=$(mktemp -d /etc/.infra-bootstrap-ssh.XXXXXX)
+tar -C "$tmp" -xpf "$1"
+rm -rf "$2"
+mv /etc/ssh "$2"
+mv "$tmp/ssh" /etc/ssh
+rmdir "$tmp"
+sshd -t
+systemctl reload ssh.service || systemctl restart ssh.service
+infra-agent disable --reason "$3" >/dev/null
+"#;
+
+/// Enables and starts the daemon (prints `unchanged` when it already was both);
+/// `$1` = `reload` reloads a running daemon first (its agent.toml changed).
+pub const START: &str = r#"set -eu
+if [ "$(systemctl is-enabled infra-agent 2>/dev/null || true)" = enabled ] && systemctl is-active -q infra-agent; then
+  if [ "$1" = reload ]; then systemctl reload infra-agent; echo reloaded; else echo unchanged; fi
+  exit 0
+fi
+systemctl enable --now infra-agent
+systemctl is-active infra-agent
+"#;

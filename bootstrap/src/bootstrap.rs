@@ -6,14 +6,14 @@ use std::future::Future;
 use std::io::BufRead as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use russh::keys::{PrivateKey, PublicKey};
+use russh::keys::PublicKey;
 use sha2::{Digest as _, Sha256};
 
 use crate::cli::Args;
 use crate::failure::{Failure, fail};
+use crate::keys::{AdminKey, OperatorKeys};
 use crate::known_hosts::{self, Verdict, fingerprint};
 use crate::remote::{self, Remote, Root, key_values};
 use crate::scripts;
@@ -25,6 +25,10 @@ use crate::target::Target;
 /// project beside it.
 const UNIT: &str = include_str!("../../packaging/infra-agent.service");
 const INSTALL_SH: &str = include_str!("../../packaging/install.sh");
+
+/// How long the new session of the admin login check keeps trying to connect while
+/// sshd settles after a reload by the first converge.
+const SSHD_SETTLE: Duration = Duration::from_secs(15);
 
 /// A usage error: `main` exits 64.
 #[derive(Debug)]
@@ -100,16 +104,6 @@ fn agent_binary(args: &Args) -> Result<PathBuf, Failure> {
         Failure::new("no infra-agent binary beside infra-bootstrap")
             .hint("build it (cargo build --release -p infra-agent) and pass --agent-binary target/release/infra-agent")
     })
-}
-
-fn load_identity(path: &Path) -> Result<Arc<PrivateKey>, Failure> {
-    russh::keys::load_secret_key(path, None)
-        .map(Arc::new)
-        .map_err(|e| {
-            Failure::new(format!("cannot load the private key {}: {e}", path.display())).hint(
-                "pass -i with an unencrypted OpenSSH private key (infra-bootstrap does not ask for key passphrases)",
-            )
-        })
 }
 
 fn password(args: &Args, target: &Target) -> Result<String, Failure> {
@@ -254,26 +248,31 @@ async fn connect_checked(
     }
 }
 
-/// Logs in on the first session: the key first (when there is one), then the password.
+/// Logs in on the first session: the operator's keys first (the `-i` key, or a few
+/// of the agent's), then the password.
 async fn log_in(
     args: &Args,
     target: &Target,
     session: &mut Session,
-    identity: &Arc<PrivateKey>,
+    candidates: &[AdminKey],
 ) -> anyhow::Result<(Root, String)> {
-    if session.key(&target.user, Arc::clone(identity)).await? {
-        let root = if target.is_root() {
-            Root::Direct
-        } else if args.password_file.is_some() {
-            Root::SudoPassword(password(args, target)?)
-        } else {
-            Root::SudoNoPassword
-        };
-        return Ok((
-            root,
-            format!("{target} with key {}", fingerprint(identity.public_key())),
-        ));
+    for key in candidates {
+        if session.key(&target.user, key).await? {
+            let root = if target.is_root() {
+                Root::Direct
+            } else if args.password_file.is_some() {
+                Root::SudoPassword(password(args, target)?)
+            } else {
+                Root::SudoNoPassword
+            };
+            return Ok((root, format!("{target} with key {}", key.describe())));
+        }
     }
+    let tried: Vec<String> = candidates.iter().map(AdminKey::describe).collect();
+    let tried = match tried.as_slice() {
+        [one] => format!("the key {one} was"),
+        many => format!("the keys {} were", many.join(", ")),
+    };
     let refused_hint = if target.is_root() {
         format!(
             "if the image has a sudo user with a password, run infra-bootstrap USER@{} --sudo; on a host bootstrapped before, run infra-bootstrap ADMIN@{} --sudo -i KEY",
@@ -285,9 +284,8 @@ async fn log_in(
     };
     let not_offered = || {
         Failure::new(format!(
-            "sshd on {} does not accept password login (PasswordAuthentication no), and the key {} was refused for {}",
+            "sshd on {} does not accept password login (PasswordAuthentication no), and {tried} refused for {}",
             target.host,
-            fingerprint(identity.public_key()),
             target.user
         ))
         .hint(refused_hint.clone())
@@ -323,8 +321,9 @@ async fn log_in(
 /// What the bootstrap reads on this machine before it touches the host.
 struct Local {
     repo: infra_agent::state_repo::StateRepo,
-    plan: Option<HostPlan>,
-    identity: Arc<PrivateKey>,
+    /// The plan and the admin key, when `--hostname` named the host.
+    plan: Option<(HostPlan, AdminKey)>,
+    keys: OperatorKeys,
     agent: Vec<u8>,
     deploy_key: Option<Vec<u8>>,
     git_known_hosts: Option<Vec<u8>>,
@@ -348,16 +347,21 @@ fn check_target(found: &Found) -> Result<String, Failure> {
     let debian_like = matches!(id, "debian" | "ubuntu") || like.split(' ').any(|l| l == "debian");
     if !debian_like {
         return Err(Failure::new(format!(
-            "unsupported operating system: {pretty} (ID={id}); infra-agent manages Debian and Ubuntu only"
+            "unsupported operating system: /etc/os-release says {pretty} (ID={id}); infra-agent manages Debian and Ubuntu only"
         ))
-        .hint("install Debian or Ubuntu on the host"));
+        .hint("install Debian (12 or later) or Ubuntu (22.04 or later) on the host; nothing was changed on this one"));
     }
     let arch = found.get("arch");
     if arch != "x86_64" {
+        let future = if matches!(arch, "aarch64" | "arm64") {
+            " (arm64 is a future target, not supported yet)"
+        } else {
+            ""
+        };
         return Err(Failure::new(format!(
-            "unsupported architecture: {arch}; infra-agent is built for x86_64 only"
+            "unsupported architecture: `uname -m` says {arch}; infra-agent is built for x86_64 only{future}"
         ))
-        .hint("bootstrap an x86_64 host"));
+        .hint("bootstrap an x86_64 host; nothing was changed on this one"));
     }
     let pid1 = found.get("pid1");
     if pid1 != "systemd" {
@@ -397,21 +401,26 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
         )
         .into());
     }
-    let Some(identity_path) = &args.identity else {
+    let agent_socket = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty());
+    if args.identity.is_none() && agent_socket.is_none() {
         return Err(Usage(
-            Failure::new("no admin key: infra-bootstrap proves with it that the admin can log in before it starts the daemon")
-                .hint("pass -i KEY, the private half of a key listed in data.admin.keys"),
+            Failure::new("no admin key: no -i KEY, and no ssh-agent (SSH_AUTH_SOCK is not set); infra-bootstrap proves with the key that the admin can log in before it starts the daemon")
+                .hint("pass -i KEY, the private half of a key listed in data.admin.keys, or add that key to your ssh-agent (ssh-add KEY)"),
         )
         .into());
-    };
+    }
 
     // Local: the repository, the keys, the agent. Nothing is touched on the host
     // before every one of these is in hand.
     let local = phase("state repository", async {
         let repo = state::load(&args.state_repo)?;
-        let identity = load_identity(identity_path)?;
+        let keys = match (&args.identity, &agent_socket) {
+            (Some(path), _) => OperatorKeys::from_file(path)?,
+            (None, Some(socket)) => OperatorKeys::from_agent(socket).await?,
+            (None, None) => unreachable!("checked above: -i or SSH_AUTH_SOCK"),
+        };
         let plan = match &args.hostname {
-            Some(h) => Some(plan_for(&repo, h, args, identity.public_key())?),
+            Some(h) => Some(plan_for(&repo, h, args, &keys)?),
             None => None,
         };
         let agent_path = agent_binary(args)?;
@@ -427,17 +436,24 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
             .map(|p| read_local(p, "the git server's known_hosts"))
             .transpose()?;
         let detail = match &plan {
-            Some(p) => describe_plan(p),
+            Some((p, admin)) => describe_plan(p, admin),
             None => format!(
-                "{} (host chosen by its hostname)",
-                args.state_repo.display()
+                "{} (host chosen by its hostname); {} key{} from {}",
+                args.state_repo.display(),
+                keys.all().len(),
+                if keys.all().len() == 1 { "" } else { "s" },
+                if args.identity.is_some() {
+                    "-i"
+                } else {
+                    "the ssh-agent"
+                }
             ),
         };
         Ok((
             Local {
                 repo,
                 plan,
-                identity,
+                keys,
                 agent,
                 deploy_key,
                 git_known_hosts,
@@ -453,7 +469,11 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
     };
     let (session, root) = phase("connect", async {
         let (mut session, key_detail) = connect_checked(args, &target, &known_hosts_file).await?;
-        let (root, how) = log_in(args, &target, &mut session, &local.identity).await?;
+        let candidates = match &local.plan {
+            Some((_, admin)) => std::slice::from_ref(admin),
+            None => local.keys.login_candidates(),
+        };
+        let (root, how) = log_in(args, &target, &mut session, candidates).await?;
         Ok(((session, root), format!("{how}, {key_detail}")))
     })
     .await?;
@@ -463,7 +483,7 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
         root,
     };
 
-    let (found, plan) = phase("check target", async {
+    let (found, (plan, admin)) = phase("check target", async {
         let out = remote.root(scripts::CHECK, &[], remote::SHORT).await?;
         if !out.success() {
             let hint = match remote.root {
@@ -476,9 +496,9 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
             kv: key_values(&out.stdout()),
         };
         let what = check_target(&found)?;
-        let plan = match &local.plan {
-            Some(p) => p.clone(),
-            None => plan_for(&local.repo, found.get("hostname"), args, local.identity.public_key())?,
+        let (plan, admin) = match &local.plan {
+            Some(chosen) => chosen.clone(),
+            None => plan_for(&local.repo, found.get("hostname"), args, &local.keys)?,
         };
         if state::is_ssh_url(&plan.repository) {
             if local.deploy_key.is_none() && found.get("deploy_key") != "yes" {
@@ -504,15 +524,15 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
         let detail = if local.plan.is_some() {
             what
         } else {
-            format!("{what}; {}", describe_plan(&plan))
+            format!("{what}; {}", describe_plan(&plan, &admin))
         };
-        Ok(((found, plan), detail))
+        Ok(((found, (plan, admin)), detail))
     })
     .await?;
 
     let tmp = remote.temp_dir().await?;
     let result = converge(
-        args, &target, &remote, &local, &found, &plan, &tmp, &host_key,
+        args, &target, &remote, &local, &found, &plan, &admin, &tmp, &host_key,
     )
     .await;
     remote.remove_dir(&tmp).await;
@@ -531,8 +551,8 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
         format!(" -p {}", args.port)
     };
     println!(
-        "  log in:  ssh -i {} {}@{}{port}",
-        identity_path.display(),
+        "  log in:  ssh{} {}@{}{port}",
+        admin.ssh_option(),
         plan.admin_user,
         target.host
     );
@@ -543,33 +563,28 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The plan for `hostname`, refusing when the operator's key is not an admin key.
+/// The plan for `hostname` and the operator's key that proves the admin login,
+/// refusing when none of the operator's keys is an admin key.
 fn plan_for(
     repo: &infra_agent::state_repo::StateRepo,
     hostname: &str,
     args: &Args,
-    operator: &PublicKey,
-) -> Result<HostPlan, Failure> {
+    keys: &OperatorKeys,
+) -> Result<(HostPlan, AdminKey), Failure> {
     let plan = state::plan(repo, hostname, args.repo.as_deref(), args.branch.as_deref())?;
-    if !state::key_listed(&plan.admin_keys, operator) {
-        return Err(Failure::new(format!(
-            "the key {} (-i) is not among the admin keys of `{}` (data.admin.keys); after the first converge nobody could log in with it",
-            fingerprint(operator),
-            plan.hostname
-        ))
-        .hint("add its public half to data.admin.keys and push, or pass -i with a key that is listed"));
-    }
-    Ok(plan)
+    let admin = keys.choose(&plan.admin_keys, &plan.hostname)?;
+    Ok((plan, admin))
 }
 
-fn describe_plan(plan: &HostPlan) -> String {
+fn describe_plan(plan: &HostPlan, admin: &AdminKey) -> String {
     let keys = plan.admin_keys.len();
     format!(
-        "{} ({}): admin {}, {keys} key{}; pulls {} ({})",
+        "{} ({}): admin {}, {keys} key{}, proven with {}; pulls {} ({})",
         plan.hostname,
         plan.inventory,
         plan.admin_user,
         if keys == 1 { "" } else { "s" },
+        admin.describe(),
         plan.repository,
         plan.branch
     )
@@ -585,6 +600,7 @@ async fn converge(
     local: &Local,
     found: &Found,
     plan: &HostPlan,
+    admin: &AdminKey,
     tmp: &str,
     host_key: &PublicKey,
 ) -> anyhow::Result<bool> {
@@ -704,13 +720,13 @@ async fn converge(
     changed |= converge_changed;
 
     phase("verify admin login", async {
-        match verify_admin(args, target, plan, &local.identity, host_key).await {
+        match verify_admin(args, target, plan, admin, host_key).await {
             Ok(detail) => Ok(((), detail)),
             Err(why) => {
                 let reason = format!(
                     "infra-bootstrap: admin {} could not log in with key {} after the first converge; sshd restored",
                     plan.admin_user,
-                    fingerprint(local.identity.public_key())
+                    fingerprint(&admin.public)
                 );
                 let restored = remote
                     .root(
@@ -740,11 +756,11 @@ async fn converge(
                         "admin {} cannot log in to {} with the key {} after the first converge: {why}. {restore_note}",
                         plan.admin_user,
                         target.host,
-                        fingerprint(local.identity.public_key())
+                        admin.describe()
                     ),
                     format!(
                         "make the first_boot role install the public half of {} for {} (`infra-agent data --hostname {}` shows data.admin), push, then run infra-bootstrap again",
-                        args.identity.as_deref().map_or_else(String::new, |p| p.display().to_string()),
+                        admin.name(),
                         plan.admin_user,
                         plan.hostname
                     ),
@@ -798,24 +814,34 @@ async fn verify_admin(
     args: &Args,
     target: &Target,
     plan: &HostPlan,
-    identity: &Arc<PrivateKey>,
+    admin: &AdminKey,
     host_key: &PublicKey,
 ) -> Result<String, String> {
-    let expected = host_key.clone();
-    let rule = Box::new(move |k: &PublicKey| k.key_data() == expected.key_data());
     let timeout = Duration::from_secs(args.connect_timeout);
-    let mut session = match Session::connect(&target.host, args.port, timeout, rule).await {
-        Ok(s) => s,
-        Err(ConnectError::HostKey(k)) => {
-            return Err(format!(
-                "the host showed another host key ({})",
-                fingerprint(&k)
-            ));
+    let started = Instant::now();
+    let mut session = loop {
+        let expected = host_key.clone();
+        let rule = Box::new(move |k: &PublicKey| k.key_data() == expected.key_data());
+        match Session::connect(&target.host, args.port, timeout, rule).await {
+            Ok(s) => break s,
+            Err(ConnectError::HostKey(k)) => {
+                return Err(format!(
+                    "the host showed another host key ({})",
+                    fingerprint(&k)
+                ));
+            }
+            // The converge may have just reloaded sshd, which re-executes itself: for
+            // a moment nothing accepts (or a forwarding proxy accepts and hangs up).
+            Err(ConnectError::Unreachable(_)) if started.elapsed() < SSHD_SETTLE => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(ConnectError::Unreachable(why)) => {
+                return Err(format!("cannot connect again: {why}"));
+            }
         }
-        Err(ConnectError::Unreachable(why)) => return Err(format!("cannot connect again: {why}")),
     };
     let result = async {
-        match session.key(&plan.admin_user, Arc::clone(identity)).await {
+        match session.key(&plan.admin_user, admin).await {
             Ok(true) => {}
             Ok(false) => return Err("sshd refused the key".to_owned()),
             Err(e) => return Err(e.message),
@@ -829,7 +855,7 @@ async fn verify_admin(
                 "{}@{} with key {} in a new session",
                 plan.admin_user,
                 target.host,
-                fingerprint(identity.public_key())
+                admin.describe()
             ))
         } else {
             Err(format!("logged in, but `id -un` says {}", out.describe()))
@@ -838,4 +864,59 @@ async fn verify_admin(
     .await;
     session.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(pairs: &[(&str, &str)]) -> Found {
+        let mut kv: std::collections::BTreeMap<String, String> = [
+            ("id", "debian"),
+            ("pretty", "Debian GNU/Linux 12 (bookworm)"),
+            ("arch", "x86_64"),
+            ("pid1", "systemd"),
+            ("uid", "0"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in pairs {
+            kv.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Found { kv }
+    }
+
+    #[test]
+    fn accepts_debian_and_its_derivatives_on_x86_64() {
+        assert_eq!(
+            check_target(&found(&[])).unwrap(),
+            "Debian GNU/Linux 12 (bookworm), x86_64, systemd"
+        );
+        assert!(check_target(&found(&[("id", "ubuntu")])).is_ok());
+        assert!(check_target(&found(&[("id", "pop"), ("id_like", "ubuntu debian")])).is_ok());
+    }
+
+    #[test]
+    fn names_what_it_found_on_an_unsupported_host() {
+        let err =
+            check_target(&found(&[("id", "fedora"), ("pretty", "Fedora Linux 40")])).unwrap_err();
+        assert!(
+            err.message.contains("Fedora Linux 40 (ID=fedora)"),
+            "{err:?}"
+        );
+        assert!(err.message.contains("Debian and Ubuntu only"), "{err:?}");
+
+        let err = check_target(&found(&[("arch", "aarch64")])).unwrap_err();
+        assert!(err.message.contains("says aarch64"), "{err:?}");
+        assert!(err.message.contains("arm64 is a future target"), "{err:?}");
+        let err = check_target(&found(&[("arch", "riscv64")])).unwrap_err();
+        assert!(err.message.contains("riscv64"), "{err:?}");
+        assert!(!err.message.contains("arm64"), "{err:?}");
+
+        let err = check_target(&found(&[("pid1", "init")])).unwrap_err();
+        assert!(err.message.contains("`init`, not systemd"), "{err:?}");
+        let err = check_target(&found(&[("uid", "1000")])).unwrap_err();
+        assert!(err.message.contains("do not run as root"), "{err:?}");
+    }
 }

@@ -26,11 +26,12 @@ pub struct Args {
     #[arg(long)]
     pub branch: Option<String>,
     /// Private key of the admin user: proves the admin can log in after the first
-    /// converge, and logs in on a re-run.
+    /// converge, and logs in on a re-run. Without it, the keys of the ssh-agent at
+    /// `SSH_AUTH_SOCK` are used (the way to use a key with a passphrase).
     #[arg(short = 'i', value_name = "KEY")]
     pub identity: Option<PathBuf>,
-    /// Log in as a sudo user (with its password, or with -i KEY and passwordless
-    /// sudo) instead of root.
+    /// Log in as a sudo user (with its password, or with the admin key and
+    /// passwordless sudo) instead of root.
     #[arg(long)]
     pub sudo: bool,
     /// Read the login password from the first line of FILE instead of prompting.

@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod cli;
 pub mod failure;
+pub mod keys;
 pub mod known_hosts;
 pub mod remote;
 pub mod scripts;

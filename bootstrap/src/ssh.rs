@@ -5,10 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::client;
-use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::agent::client::AgentClient;
+use russh::keys::{PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect, MethodKind};
 
 use crate::failure::Failure;
+use crate::keys::{AGENT_TIMEOUT, AdminKey, Signer};
+use crate::known_hosts::fingerprint;
 
 /// Which host keys a connection accepts.
 pub type HostKeyRule = Box<dyn Fn(&PublicKey) -> bool + Send + Sync>;
@@ -112,7 +115,7 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("host_key", &crate::known_hosts::fingerprint(&self.host_key))
+            .field("host_key", &fingerprint(&self.host_key))
             .finish_non_exhaustive()
     }
 }
@@ -201,19 +204,52 @@ impl Session {
         })
     }
 
-    /// Tries the private key `key` for `user`; `true` when it logged in.
-    pub async fn key(&mut self, user: &str, key: Arc<PrivateKey>) -> Result<bool, Failure> {
-        let hash = self
-            .handle
-            .best_supported_rsa_hash()
-            .await
-            .map_err(|e| Failure::new(format!("SSH key authentication broke off: {e}")))?
-            .flatten();
-        let result = self
-            .handle
-            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
-            .await
-            .map_err(|e| Failure::new(format!("SSH key authentication broke off: {e}")))?;
+    /// Tries `key` for `user` (signed with its file's private key, or by the
+    /// ssh-agent); `true` when it logged in.
+    pub async fn key(&mut self, user: &str, key: &AdminKey) -> Result<bool, Failure> {
+        let broke = |e: &dyn std::fmt::Display| {
+            Failure::new(format!("SSH key authentication broke off: {e}"))
+        };
+        let hash = if key.public.algorithm().is_rsa() {
+            self.handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(|e| broke(&e))?
+                .flatten()
+        } else {
+            None
+        };
+        let result = match &key.signer {
+            Signer::File { key: private, .. } => self
+                .handle
+                .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::clone(private), hash))
+                .await
+                .map_err(|e| broke(&e))?,
+            Signer::Agent { socket } => {
+                let agent_failed = |e: &dyn std::fmt::Display| {
+                    Failure::new(format!(
+                        "the ssh-agent at {} did not sign with the key {}: {e}",
+                        socket.display(),
+                        fingerprint(&key.public)
+                    ))
+                    .hint("check that the agent still holds the key (ssh-add -l) and that you confirmed its use, or pass -i KEY")
+                };
+                let attempt = async {
+                    let mut agent = AgentClient::connect_uds(socket)
+                        .await
+                        .map_err(|e| agent_failed(&e))?;
+                    self.handle
+                        .authenticate_publickey_with(user, key.public.clone(), hash, &mut agent)
+                        .await
+                        .map_err(|e| agent_failed(&e))
+                };
+                tokio::time::timeout(AGENT_TIMEOUT, attempt)
+                    .await
+                    .map_err(|_| {
+                        agent_failed(&format!("no answer within {}s", AGENT_TIMEOUT.as_secs()))
+                    })??
+            }
+        };
         Ok(result.success())
     }
 

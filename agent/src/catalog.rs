@@ -5,6 +5,11 @@
 //! `for_each`, decides `when` where it can, and renders every field and template.
 //! Invariant: a catalog with any error is never returned, so nothing of a commit that
 //! fails to render can be applied.
+//!
+//! Secrets are never resolved here: a 1Password reference renders as a placeholder
+//! (see `secrets`), allowed only in fields output never shows (file and template
+//! content, command environment values). A step holding one is marked sensitive and
+//! lists the references its plan must resolve.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,6 +20,7 @@ use serde_json::{Value, json};
 use crate::diag::{Diagnostic, Diagnostics, Pos, closest};
 use crate::facts::Facts;
 use crate::render::describe;
+use crate::secrets;
 use crate::state_repo::role::{StepDef, When};
 use crate::state_repo::{Selection, StateRepo, data};
 use crate::step::{BuildCtx, FieldValue, Rendered, StepKind};
@@ -53,6 +59,10 @@ pub struct CatalogStep {
     pub desired: Option<StepKind>,
     /// Why the step was skipped while compiling.
     pub skipped: Option<String>,
+    /// The 1Password references whose placeholders `desired` holds, each once: the
+    /// engine resolves them right before planning the step.
+    #[serde(skip)]
+    pub secrets: Vec<String>,
 }
 
 impl CatalogStep {
@@ -76,10 +86,12 @@ fn host_json(sel: &Selection) -> Value {
     })
 }
 
-/// The full template context of a host: `data`, `facts`, `host`.
+/// The full template context of a host: `data`, `facts`, `host`. Data strings that
+/// are 1Password references are placeholders in it.
 #[must_use]
 pub fn context(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Value {
-    let data = data::merge(repo.data_layers(sel)).to_json();
+    let mut data = data::merge(repo.data_layers(sel)).to_json();
+    secrets::placehold_data(&mut data);
     json!({
         "data": data,
         "facts": facts,
@@ -90,6 +102,7 @@ pub fn context(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Value {
 /// Compiles the catalog of a selected host.
 pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catalog, Diagnostics> {
     let mut errors = Diagnostics::default();
+    check_references(repo, sel, &mut errors);
     let base = context(repo, sel, facts);
     // The context is built once per host and moved, not copied, into Handlebars.
     let mut base_ctx = Context::from(base);
@@ -109,7 +122,7 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
     let mut skipped_ids: HashSet<&str> = HashSet::new();
     for def in defs {
         let entry = |instance: Option<String>,
-                     desired: Option<StepKind>,
+                     desired: Option<(StepKind, Vec<String>)>,
                      skipped: Option<String>,
                      when: Option<When>,
                      item: Option<Value>| CatalogStep {
@@ -123,7 +136,8 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
             notify: def.notify.iter().map(|r| r.id.clone()).collect(),
             watch: def.watch,
             when,
-            desired,
+            secrets: desired.as_ref().map(|(_, s)| s.clone()).unwrap_or_default(),
+            desired: desired.map(|(kind, _)| kind),
             skipped,
         };
         if let Some(r) = def
@@ -189,8 +203,12 @@ pub fn compile(repo: &StateRepo, sel: &Selection, facts: &Facts) -> Result<Catal
                 }
             }
             match render_step(repo, def, ctx, ctx_json) {
-                Ok(kind) => steps.push(entry(label, Some(kind), None, when_left, item.clone())),
-                Err(d) => errors.push(d),
+                Ok(built) => steps.push(entry(label, Some(built), None, when_left, item.clone())),
+                Err(mut d) => {
+                    // A message may quote a rendered value: show placeholders as what they are.
+                    d.message = secrets::show(&d.message);
+                    errors.push(d);
+                }
             }
         }
         set_item(&mut base_ctx, None);
@@ -377,9 +395,32 @@ fn decide(w: &When, ctx: &Value) -> Result<Option<bool>, crate::when::Error> {
     Ok(Some(value))
 }
 
+/// Data strings that start with `op://` but are not valid references: an error at the
+/// line that wrote them.
+fn check_references(repo: &StateRepo, sel: &Selection, errors: &mut Diagnostics) {
+    for (path, value, source) in data::merge(repo.data_layers(sel)).leaves() {
+        for problem in secrets::malformed_in_json(&value) {
+            errors.push(
+                Diagnostic::new(
+                    &source.file,
+                    Some(Pos {
+                        line: source.line,
+                        column: 1,
+                    }),
+                    format!("`{path}` is not a valid 1Password reference: {problem}"),
+                )
+                .line_only()
+                .hint("write op://vault/item/field or op://vault/item/section/field, optionally with ?attribute=otp or ?ssh-format=openssh (see docs/secrets.md)"),
+            );
+        }
+    }
+}
+
 struct StepBuild<'a> {
     repo: &'a StateRepo,
     ctx: &'a Context,
+    /// References met in rendered template files.
+    secrets: std::cell::RefCell<Vec<String>>,
 }
 
 impl BuildCtx for StepBuild<'_> {
@@ -397,7 +438,7 @@ impl BuildCtx for StepBuild<'_> {
             return Err(Diagnostic::new("", None, format!("{name} does not exist"))
                 .hint("create the template under templates/ or fix `source`"));
         }
-        self.repo.renderer.render(&name, self.ctx).map_err(|e| {
+        let text = self.repo.renderer.render(&name, self.ctx).map_err(|e| {
             let (message, hint, at) = describe(&e);
             Diagnostic::new(
                 &name,
@@ -405,17 +446,76 @@ impl BuildCtx for StepBuild<'_> {
                 message,
             )
             .hint(hint)
-        })
+        })?;
+        self.secrets
+            .borrow_mut()
+            .extend(secrets::placeholders(&text).into_iter().map(str::to_owned));
+        Ok(text)
     }
 }
 
+/// Where a step type may hold a secret: fields whose value output never shows.
+fn secret_allowed(kind: &str, key: &str) -> bool {
+    matches!(
+        (kind, key),
+        ("file", "content") | ("command", "environment")
+    )
+}
+
+/// Makes a command's `environment` values that are references into placeholders.
+fn placehold_environment(value: &mut Value) -> Result<(), String> {
+    let mut strings: Vec<&mut String> = Vec::new();
+    match value {
+        Value::Object(map) => strings.extend(map.values_mut().filter_map(|v| match v {
+            Value::String(s) => Some(s),
+            _ => None,
+        })),
+        Value::Array(pairs) => {
+            for pair in pairs {
+                if let Some(Value::String(s)) = pair.as_array_mut().and_then(|p| p.get_mut(1)) {
+                    strings.push(s);
+                }
+            }
+        }
+        _ => {}
+    }
+    for s in strings {
+        if secrets::looks_like_reference(s) {
+            let r = secrets::Reference::parse(s)?;
+            *s = secrets::placeholder(&r);
+        }
+    }
+    Ok(())
+}
+
+/// The error for a secret in a field that output shows.
+fn secret_not_allowed(def: &StepDef, key: &str, reference: &str, pos: Pos) -> Diagnostic {
+    let hint = match (def.kind.name, key) {
+        ("command", "argv" | "shell" | "unless" | "onlyif" | "creates" | "cwd" | "user") => {
+            "a command line is shown in output and visible to every user in /proc: pass the secret in `environment` (environment = { TOKEN = \"op://...\" }) and use $TOKEN from `shell`, or write it to a file with a `file` step (mode 0600) and let the program read that file".to_owned()
+        }
+        _ => "secrets may only be in the `content` of a file step, the text of a template (`{{secret \"op://...\"}}` or data), and the `environment` of a command step: those are never shown".to_owned(),
+    };
+    Diagnostic::new(
+        &def.file,
+        Some(pos),
+        format!(
+            "`{key}` of step `{}` uses the secret {reference}, but `{key}` of a {} step is shown in output",
+            def.id, def.kind.name
+        ),
+    )
+    .hint(hint)
+}
+
+/// Renders and builds a step; also returns the references it holds placeholders of.
 fn render_step(
     repo: &StateRepo,
     def: &StepDef,
     ctx: &Context,
     ctx_json: &Value,
-) -> Result<StepKind, Diagnostic> {
+) -> Result<(StepKind, Vec<String>), Diagnostic> {
     let mut values = std::collections::BTreeMap::new();
+    let mut references: Vec<String> = Vec::new();
     for field in &def.fields {
         let value =
             render_value(repo, &field.value, ctx, ctx_json).map_err(|(message, hint, at)| {
@@ -437,6 +537,25 @@ fn render_step(
                 )
                 .hint(hint)
             })?;
+        let mut value = value;
+        if def.kind.name == "command" && field.key == "environment" {
+            placehold_environment(&mut value).map_err(|e| {
+                Diagnostic::new(
+                    &def.file,
+                    Some(field.pos),
+                    format!("`environment` of step `{}`: {e}", def.id),
+                )
+                .hint("write op://vault/item/field or op://vault/item/section/field (see docs/secrets.md)")
+            })?;
+        }
+        let mut used = Vec::new();
+        secrets::placeholders_in_json(&value, &mut used);
+        if let Some(reference) = used.first() {
+            if !secret_allowed(def.kind.name, field.key) {
+                return Err(secret_not_allowed(def, field.key, reference, field.pos));
+            }
+            references.extend(used.iter().map(|r| (*r).to_owned()));
+        }
         values.insert(field.key, (value, field.pos));
     }
     let rendered = Rendered {
@@ -444,8 +563,37 @@ fn render_step(
         step_pos: def.pos,
         values,
     };
-    (def.kind.build)(&rendered, &StepBuild { repo, ctx })
+    let build = StepBuild {
+        repo,
+        ctx,
+        secrets: std::cell::RefCell::default(),
+    };
+    let mut kind = (def.kind.build)(&rendered, &build)?;
+    references.extend(build.secrets.into_inner());
+    if references.is_empty() {
+        return Ok((kind, references));
+    }
+    match &mut kind {
+        StepKind::File(step) => mark_sensitive(&mut step.sensitive, &mut step.attrs),
+        StepKind::Template(step) => mark_sensitive(&mut step.sensitive, &mut step.attrs),
+        _ => {}
+    }
+    references.sort();
+    references.dedup();
+    Ok((kind, references))
 }
+
+/// A file whose content holds a secret: never shown, and readable by its owner only
+/// unless the step says otherwise.
+fn mark_sensitive(sensitive: &mut bool, attrs: &mut crate::step::Attrs) {
+    *sensitive = true;
+    if attrs.mode.is_none() {
+        attrs.mode = Some(crate::step::Mode(SECRET_FILE_MODE));
+    }
+}
+
+/// The mode of a file holding a secret when its step gives none.
+pub const SECRET_FILE_MODE: u32 = 0o600;
 
 type RenderFailure = (String, String, Option<(usize, usize)>);
 

@@ -30,6 +30,14 @@ pub const DEFAULT_TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
 pub const DEFAULT_HISTORY: usize = 20;
 /// Seconds a run waits for another run's lock before it gives up (exit 1).
 pub const DEFAULT_LOCK_TIMEOUT: u64 = 60;
+/// The 1Password CLI the `op` secrets backend runs.
+pub const DEFAULT_OP_PATH: &str = "op";
+/// Where the `op` backend reads its service-account token.
+pub const DEFAULT_OP_TOKEN_FILE: &str = "/etc/infra-agent/op-token";
+/// The Connect server of the `connect` secrets backend (Connect's default port).
+pub const DEFAULT_CONNECT_HOST: &str = "http://localhost:8080";
+/// Where the `connect` backend reads its access token.
+pub const DEFAULT_CONNECT_TOKEN_FILE: &str = "/etc/infra-agent/connect-token";
 
 /// Every key agent.toml accepts (docs/agent-config.md documents each; a test checks).
 pub const KEYS: &[&str] = &[
@@ -50,6 +58,12 @@ pub const KEYS: &[&str] = &[
     "textfile_dir",
     "history",
     "lock_timeout",
+    "secrets_backend",
+    "op_path",
+    "op_token_file",
+    "connect_host",
+    "connect_token_file",
+    "secrets_cache_ttl",
 ];
 
 /// Which program installs packages.
@@ -61,6 +75,19 @@ pub enum PackageManager {
     Nala,
     /// apt-get even where nala is installed.
     Apt,
+}
+
+/// Where `op://` references are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretsBackend {
+    /// None: a step that needs a secret fails and says which key to set.
+    #[default]
+    None,
+    /// The 1Password CLI with a service-account token.
+    Op,
+    /// A 1Password Connect server.
+    Connect,
 }
 
 /// Validated agent configuration.
@@ -97,6 +124,18 @@ pub struct AgentConfig {
     pub history: usize,
     /// Seconds a run waits for another run's lock.
     pub lock_timeout: u64,
+    /// Where `op://` references are resolved.
+    pub secrets_backend: SecretsBackend,
+    /// The 1Password CLI (`op` backend).
+    pub op_path: String,
+    /// The file holding the service-account token (`op` backend).
+    pub op_token_file: PathBuf,
+    /// The Connect server's URL (`connect` backend).
+    pub connect_host: String,
+    /// The file holding the Connect access token (`connect` backend).
+    pub connect_token_file: PathBuf,
+    /// Seconds the daemon keeps a resolved secret in memory; 0: every run reads it.
+    pub secrets_cache_ttl: u64,
 }
 
 impl Default for AgentConfig {
@@ -119,6 +158,12 @@ impl Default for AgentConfig {
             textfile_dir: Some(PathBuf::from(DEFAULT_TEXTFILE_DIR)),
             history: DEFAULT_HISTORY,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            secrets_backend: SecretsBackend::None,
+            op_path: DEFAULT_OP_PATH.to_owned(),
+            op_token_file: PathBuf::from(DEFAULT_OP_TOKEN_FILE),
+            connect_host: DEFAULT_CONNECT_HOST.to_owned(),
+            connect_token_file: PathBuf::from(DEFAULT_CONNECT_TOKEN_FILE),
+            secrets_cache_ttl: 0,
         }
     }
 }
@@ -142,6 +187,12 @@ struct ConfigSpec {
     package_manager: Option<PackageManager>,
     apt_lists_max_age: Option<u64>,
     apt_lock_timeout: Option<u64>,
+    secrets_backend: Option<SecretsBackend>,
+    op_path: Option<String>,
+    op_token_file: Option<PathBuf>,
+    connect_host: Option<String>,
+    connect_token_file: Option<PathBuf>,
+    secrets_cache_ttl: Option<u64>,
     #[serde(flatten)]
     unknown: toml::Table,
 }
@@ -178,6 +229,13 @@ pub fn parse(text: &str) -> Result<(AgentConfig, Vec<String>), String> {
     if spec.history == Some(0) {
         return Err("history must keep at least 1 run".to_owned());
     }
+    if let Some(host) = &spec.connect_host
+        && !(host.starts_with("http://") || host.starts_with("https://"))
+    {
+        return Err(format!(
+            "connect_host {host:?} must be an http:// or https:// URL, such as \"http://localhost:8080\""
+        ));
+    }
     Ok((
         AgentConfig {
             repository: spec.repository,
@@ -204,6 +262,12 @@ pub fn parse(text: &str) -> Result<(AgentConfig, Vec<String>), String> {
             package_manager: spec.package_manager.unwrap_or_default(),
             apt_lists_max_age: spec.apt_lists_max_age.unwrap_or(DEFAULT_APT_LISTS_MAX_AGE),
             apt_lock_timeout: spec.apt_lock_timeout.unwrap_or(DEFAULT_APT_LOCK_TIMEOUT),
+            secrets_backend: spec.secrets_backend.unwrap_or_default(),
+            op_path: spec.op_path.unwrap_or(d.op_path),
+            op_token_file: spec.op_token_file.unwrap_or(d.op_token_file),
+            connect_host: spec.connect_host.unwrap_or(d.connect_host),
+            connect_token_file: spec.connect_token_file.unwrap_or(d.connect_token_file),
+            secrets_cache_ttl: spec.secrets_cache_ttl.unwrap_or(d.secrets_cache_ttl),
         },
         warnings,
     ))
@@ -228,8 +292,10 @@ mod tests {
             let value = match *key {
                 "watch_drift" => "true",
                 "interval" | "splay" | "history" | "lock_timeout" | "apt_lists_max_age"
-                | "apt_lock_timeout" => "5",
+                | "apt_lock_timeout" | "secrets_cache_ttl" => "5",
                 "package_manager" => "\"apt\"",
+                "secrets_backend" => "\"op\"",
+                "connect_host" => "\"http://x\"",
                 _ => "\"x\"",
             };
             let (_, warnings) = parse(&format!("{key} = {value}\n")).unwrap();
@@ -254,5 +320,18 @@ mod tests {
     #[test]
     fn type_errors_are_errors() {
         assert!(parse("hostname = 3\n").is_err());
+    }
+
+    #[test]
+    fn secrets_settings() {
+        let (config, _) = parse("secrets_backend = \"connect\"\nconnect_host = \"http://10.0.0.5:8080\"\nsecrets_cache_ttl = 600\n").unwrap();
+        assert_eq!(config.secrets_backend, SecretsBackend::Connect);
+        assert_eq!(config.connect_host, "http://10.0.0.5:8080");
+        assert_eq!(config.secrets_cache_ttl, 600);
+        assert_eq!(config.op_path, DEFAULT_OP_PATH);
+        assert!(parse("secrets_backend = \"vault\"\n").is_err());
+        let e = parse("connect_host = \"10.0.0.5:8080\"\n").unwrap_err();
+        assert!(e.contains("http://"), "{e}");
+        assert_eq!(AgentConfig::default().secrets_backend, SecretsBackend::None);
     }
 }

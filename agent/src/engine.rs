@@ -4,7 +4,9 @@
 //! run time; plan right before applying (so a step sees what earlier steps did);
 //! apply; plan again and fail the step if anything is still pending. A failed step
 //! never stops unrelated steps. `notify` is delivered when the engine reaches the
-//! notified step, once, whatever the number of notifiers.
+//! notified step, once, whatever the number of notifiers. A step holding secret
+//! placeholders has them resolved right before its plan (a failure fails the step,
+//! naming the reference) and its report scrubbed of their values.
 //! Invariant: in a dry run nothing is applied and no record is written; `changed()`
 //! then means "would change".
 
@@ -310,6 +312,38 @@ fn run_step(
         .map(|s| s.id.clone())
         .collect::<Vec<_>>();
     report.notified_by.dedup();
+    // Secrets are resolved now, right before the plan, into a copy of the step that
+    // lives only in memory; a reference that cannot be resolved fails the step.
+    let resolved;
+    let (desired, values) = if step.secrets.is_empty() {
+        (desired, None)
+    } else {
+        match ctx.secrets.resolve_all(&step.secrets) {
+            Ok(values) => {
+                resolved = crate::secrets::resolve_step(desired, &values);
+                (&resolved, Some(values))
+            }
+            Err(e) => {
+                report.status = Status::Failed;
+                report.error = Some(e);
+                return report;
+            }
+        }
+    };
+    let report = run_resolved(report, desired, ctx, dry_run);
+    match values {
+        Some(values) => scrubbed(report, &values),
+        None => report,
+    }
+}
+
+/// Converges a step whose secrets are resolved, then delivers its notification.
+fn run_resolved(
+    report: StepReport,
+    desired: &crate::step::StepKind,
+    ctx: &Ctx<'_>,
+    dry_run: bool,
+) -> StepReport {
     let mut report = converge(report, desired, ctx, dry_run);
     if !report.notified_by.is_empty() && report.status != Status::Failed {
         // The plan tells a service step whether it was just started (no restart then).
@@ -326,6 +360,35 @@ fn run_step(
                     report.notified_by.join(", ")
                 ));
             }
+        }
+    }
+    report
+}
+
+/// A report of a step that used secrets, with any value it quotes (a command that
+/// printed its environment, a validator that printed its input) replaced by `<secret>`.
+/// Diffs of secret content are redacted already; this catches what programs print.
+fn scrubbed(mut report: StepReport, values: &crate::secrets::Values) -> StepReport {
+    let clean = |text: &mut String| *text = crate::secrets::scrub(text, values);
+    for text in [&mut report.reason, &mut report.error, &mut report.refreshed]
+        .into_iter()
+        .flatten()
+    {
+        clean(text);
+    }
+    for change in &mut report.changes {
+        clean(&mut change.path);
+        for text in [
+            &mut change.before,
+            &mut change.after,
+            &mut change.diff,
+            &mut change.note,
+            &mut change.output,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            clean(text);
         }
     }
     report

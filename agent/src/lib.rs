@@ -27,6 +27,7 @@ pub mod render;
 pub mod report;
 pub mod resource;
 pub mod sdnotify;
+pub mod secrets;
 pub mod state_repo;
 pub mod status;
 pub mod step;

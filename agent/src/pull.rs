@@ -24,6 +24,7 @@ use crate::host::Host;
 use crate::lock::RunLock;
 use crate::originals::Originals;
 use crate::resource::{Ctx, Settings};
+use crate::secrets;
 use crate::state_repo::infra_toml::Version;
 use crate::state_repo::{self, DirSource, RepoSource, Selection};
 pub use crate::status::Trigger;
@@ -149,13 +150,15 @@ pub fn prepare(
 }
 
 /// Applies a prepared catalog (or plans it, in a dry run). Errors only when the run
-/// cannot start (an unknown `--only` id).
+/// cannot start (an unknown `--only` id). `secrets` keeps resolved values between
+/// runs for agent.toml's `secrets_cache_ttl` (nothing, by default).
 pub fn apply(
     prepared: &Prepared,
     source: &dyn RepoSource,
     host: &dyn Host,
     config: &AgentConfig,
     options: &CycleOptions,
+    secrets: &Arc<secrets::Cache>,
 ) -> Result<(RunReport, Vec<String>), String> {
     let started = Instant::now();
     let programs_before = crate::process::programs_time();
@@ -178,6 +181,8 @@ pub fn apply(
         services: crate::resource::service::units(&prepared.catalog),
         state_dir: config.state_dir.clone(),
     };
+    secrets.configure(config);
+    ctx.secrets = secrets::Resolver::new(secrets::backend(config), Arc::clone(secrets));
     let engine_options = engine::Options {
         dry_run: options.dry_run,
         only: options.only.clone(),
@@ -218,6 +223,8 @@ pub struct Runner {
     pub origin: Origin,
     pub hostname: String,
     mirror: Option<Mirror>,
+    /// Secrets kept between cycles (agent.toml `secrets_cache_ttl`), in memory only.
+    secrets: Arc<secrets::Cache>,
 }
 
 /// What a cycle decided to apply, loaded: a commit, or a directory as it is.
@@ -235,6 +242,7 @@ impl Runner {
             origin,
             hostname,
             mirror: None,
+            secrets: Arc::default(),
         }
     }
 
@@ -323,6 +331,7 @@ impl Runner {
             host,
             &self.config,
             options,
+            &self.secrets,
         ) {
             Ok(done) => done,
             Err(message) => {

@@ -1,5 +1,6 @@
 //! Handlebars as the state repository uses it: strict, no HTML escaping, strict block
-//! helpers, and the helpers `default`, `has`, `join`, `eq`, `ne`.
+//! helpers, and the helpers `default`, `has`, `join`, `eq`, `ne` and `secret` (which
+//! renders a placeholder for a 1Password reference, see `secrets`).
 
 use handlebars::{
     Context, Handlebars, Helper, HelperDef, HelperResult, JsonRender, Output, RenderContext,
@@ -143,6 +144,7 @@ impl Renderer {
         hb.register_helper("join", Box::new(ValueHelper(join_helper)));
         hb.register_helper("eq", Box::new(ValueHelper(eq_helper)));
         hb.register_helper("ne", Box::new(ValueHelper(ne_helper)));
+        hb.register_helper("secret", Box::new(ValueHelper(secret_helper)));
         Self {
             hb,
             simple: std::collections::HashMap::new(),
@@ -241,7 +243,7 @@ pub fn describe(e: &RenderError) -> (String, String, Option<(usize, usize)>) {
         ),
         RenderErrorReason::HelperNotFound(name) => (
             format!("`{name}` is not a helper or a defined value"),
-            "helpers are default, has, join, eq, ne and the Handlebars built-ins; values start with data., facts., host. or item.".to_owned(),
+            "helpers are default, has, join, eq, ne, secret and the Handlebars built-ins; values start with data., facts., host. or item.".to_owned(),
         ),
         other => (other.to_string(), "see the Templates section of docs/state-repo.md".to_owned()),
     };
@@ -274,10 +276,12 @@ fn missing(h: &Helper<'_>, index: usize) -> RenderError {
 }
 
 fn static_name(name: &str) -> &'static str {
-    ["if", "unless", "default", "has", "join", "eq", "ne"]
-        .into_iter()
-        .find(|n| *n == name)
-        .unwrap_or("helper")
+    [
+        "if", "unless", "default", "has", "join", "eq", "ne", "secret",
+    ]
+    .into_iter()
+    .find(|n| *n == name)
+    .unwrap_or("helper")
 }
 
 /// The value of parameter `index`, failing when it is absent or names a missing value.
@@ -378,6 +382,25 @@ fn eq_helper(h: &Helper<'_>) -> Result<Value, RenderError> {
 
 fn ne_helper(h: &Helper<'_>) -> Result<Value, RenderError> {
     Ok(Value::Bool(!json_eq(param(h, 0)?, param(h, 1)?)))
+}
+
+/// `{{secret "op://vault/item/field"}}`: the placeholder of a 1Password reference,
+/// replaced by the value only when the step is planned on the host. A data value that
+/// is a reference is a placeholder already and passes through.
+fn secret_helper(h: &Helper<'_>) -> Result<Value, RenderError> {
+    let value = param(h, 0)?;
+    let Some(text) = value.as_str() else {
+        return Err(RenderErrorReason::Other(
+            "`secret` takes a reference string such as \"op://vault/item/field\"".to_owned(),
+        )
+        .into());
+    };
+    if crate::secrets::is_placeholder(text) {
+        return Ok(Value::String(text.to_owned()));
+    }
+    crate::secrets::Reference::parse(text)
+        .map(|r| Value::String(crate::secrets::placeholder(&r)))
+        .map_err(|e| RenderErrorReason::Other(format!("`secret`: {e}")).into())
 }
 
 #[cfg(test)]

@@ -163,7 +163,8 @@ impl RunJson {
     /// The document as a JSON value (parsed on demand).
     #[must_use]
     pub fn value(&self) -> serde_json::Value {
-        serde_json::from_str(self.0.get()).expect("a RunJson holds valid JSON, checked when it was made")
+        serde_json::from_str(self.0.get())
+            .expect("a RunJson holds valid JSON, checked when it was made")
     }
 
     /// The JSON text.

@@ -225,6 +225,9 @@ pub struct Ctx<'a> {
     pub originals: Option<&'a Originals>,
     pub files: &'a FileReader<'a>,
     pub settings: Settings,
+    /// Resolves the 1Password references of the run's steps (none configured: every
+    /// reference fails with the agent.toml key to set).
+    pub secrets: crate::secrets::Resolver,
     users: RefCell<HashMap<String, Option<u32>>>,
     groups: RefCell<HashMap<String, Option<u32>>>,
     memo: RefCell<HashMap<&'static str, Rc<dyn Any>>>,
@@ -252,6 +255,7 @@ impl<'a> Ctx<'a> {
             originals,
             files,
             settings: Settings::default(),
+            secrets: crate::secrets::Resolver::default(),
             users: RefCell::default(),
             groups: RefCell::default(),
             memo: RefCell::default(),

@@ -358,6 +358,16 @@ fn applied(host: &TestHost) -> Value {
     status_or_null(host)["applied"]["id"].clone()
 }
 
+/// The value the fake `op` returns; searched for everywhere it must not be.
+const SECRET: &str = "s3cr3t-Value-91f2";
+const SECRET_STEP: &str = r#"
+[[step]]
+id = "secret-file"
+type = "file"
+path = "/etc/infra-secret.conf"
+content = "password={{secret \"op://lab/db/password\"}}\n"
+"#;
+
 const SLOW_PACKAGE: &str = "infra-test-slow";
 /// The slow package's preinst writes its pid here and waits for [`GO`].
 const PREINST_PID: &str = "/run/infra-test-slow.pid";
@@ -383,12 +393,24 @@ fn the_daemon_under_systemd_follows_pushes_reverts_hand_edits_and_survives_a_res
         "/root/packaging/install.sh",
         "/usr/local/bin/infra-agent",
     ]);
+    // A stand-in for the 1Password CLI (TEST-HOSTS.md: 1Password is unreachable here):
+    // it answers one reference and fails if the token did not reach it.
+    host.write_file(
+        "/usr/local/bin/fake-op",
+        format!(
+            "#!/bin/sh\n[ \"$OP_SERVICE_ACCOUNT_TOKEN\" = tok ] || {{ echo 'no token' >&2; exit 1; }}\n[ \"$3\" = op://lab/db/password ] || {{ echo \"isn't an item\" >&2; exit 1; }}\nprintf %s {SECRET}\n"
+        ),
+    );
+    host.exec_ok(&["chmod", "0755", "/usr/local/bin/fake-op"]);
+    host.write_file("/etc/infra-agent/op-token", "tok\n");
+    host.exec_ok(&["chmod", "0600", "/etc/infra-agent/op-token"]);
+    let secrets = "secrets_backend = \"op\"\nop_path = \"/usr/local/bin/fake-op\"\n";
     host.write_file(
         "/etc/infra-agent/agent.toml",
-        agent_toml(&git, "interval = 3\nsplay = 0\n"),
+        agent_toml(&git, &format!("interval = 3\nsplay = 0\n{secrets}")),
     );
     let work = git.work();
-    let repo = state_repo("ha-01", BASE_ROLE);
+    let repo = state_repo("ha-01", &format!("{BASE_ROLE}{SECRET_STEP}"));
     work.copy_tree_in(repo.path());
     let a = work.commit("base");
     work.push();
@@ -407,6 +429,17 @@ fn the_daemon_under_systemd_follows_pushes_reverts_hand_edits_and_survives_a_res
         "journalctl -u infra-agent --no-pager -o cat INFRA_COMMIT={a}"
     ));
     assert!(journal.contains("changed"), "{journal}");
+    // The secret reached its file (0600) and nothing else: not the journal (every
+    // field of every entry), not status, history, the textfile or the state directory.
+    assert_eq!(
+        host.read_file("/etc/infra-secret.conf"),
+        format!("password={SECRET}\n")
+    );
+    assert_eq!(host.sh("stat -c %a /etc/infra-secret.conf"), "600\n");
+    let everywhere = host.sh(&format!(
+        "journalctl --no-pager -o verbose | grep -c {SECRET} || true; grep -rl {SECRET} /var/lib/infra-agent {TEXTFILE_DIR} || true"
+    ));
+    assert_eq!(everywhere.trim(), "0", "the secret leaked: {everywhere}");
 
     // A push converges within one interval (3 s) plus the cycle itself.
     work.write(
@@ -425,7 +458,7 @@ fn the_daemon_under_systemd_follows_pushes_reverts_hand_edits_and_survives_a_res
     // can repair the file within seconds.
     host.write_file(
         "/etc/infra-agent/agent.toml",
-        agent_toml(&git, "interval = 3600\nsplay = 0\n"),
+        agent_toml(&git, &format!("interval = 3600\nsplay = 0\n{secrets}")),
     );
     host.exec_ok(&["systemctl", "reload", "infra-agent"]);
     let runs = status_or_null(&host)["runs_total"].as_u64().unwrap_or(0);

@@ -1,7 +1,8 @@
 //! The files under packaging/ agree with the agent and with each other: the unit
 //! starts what install.sh installs, the way the daemon expects (notify, watchdog,
 //! stop behaviour); systemd accepts the unit; install.sh lays out the tree with the
-//! right modes; agent.toml.example states the real defaults.
+//! right modes; agent.toml.example states the real defaults; build-deb.sh builds the
+//! package its comments describe, with maintainer scripts that never wait for the agent.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
@@ -436,4 +437,134 @@ fn agent_toml_example_states_the_real_defaults() {
     };
     assert_eq!(parsed, expected);
     assert!(parsed.repository.is_some() && parsed.hostname.is_some());
+}
+
+/// `dpkg-deb ARGS` on this machine; its stdout.
+fn dpkg_deb(args: &[&str]) -> String {
+    let out = run(&Cmd::new("dpkg-deb")
+        .args(args.iter().copied())
+        .timeout(Duration::from_mins(1)))
+    .expect("dpkg-deb runs (apt-get install dpkg-dev)");
+    assert!(out.success(), "dpkg-deb {args:?}: {}", out.message());
+    String::from_utf8(out.stdout).expect("dpkg-deb prints text")
+}
+
+/// build-deb.sh on the agent this test was built with: the control file names the
+/// version the binary reports and a dependency for every library it links, the tree
+/// holds what README.md promises with its modes, and the maintainer scripts are there.
+/// integration-tests/tests/debian_package.rs installs such a package on a container.
+#[test]
+fn build_deb_sh_builds_the_package_it_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = packaging().join("build-deb.sh");
+    let out = run(&Cmd::new("sh")
+        .args([
+            &*script.to_string_lossy(),
+            env!("CARGO_BIN_EXE_infra-agent"),
+            &*dir.path().to_string_lossy(),
+        ])
+        .timeout(Duration::from_mins(10)))
+    .expect("sh runs");
+    assert!(out.success(), "build-deb.sh failed: {}", out.message());
+    let deb = dir.path().join(format!(
+        "infra-agent_{}_amd64.deb",
+        env!("CARGO_PKG_VERSION")
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().last(),
+        Some(&*deb.to_string_lossy()),
+        "the last line is the package"
+    );
+    let deb = deb.to_string_lossy();
+
+    let field = |name: &str| dpkg_deb(&["-f", &deb, name]).trim().to_owned();
+    assert_eq!(field("Package"), "infra-agent");
+    assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(field("Architecture"), "amd64");
+    assert!(field("Maintainer").contains('<'), "Name <address>");
+    let depends = field("Depends");
+    let depends: Vec<&str> = depends.split(", ").collect();
+    assert!(depends[0].starts_with("libc6 (>= 2."), "{depends:?}");
+    // The agent links the system's OpenSSL (git2's HTTPS and libssh2), under either name.
+    assert!(
+        depends.contains(&"libssl3 (>= 3.0.0) | libssl3t64 (>= 3.0.0)"),
+        "{depends:?}"
+    );
+    assert!(depends.contains(&"systemd"), "{depends:?}");
+
+    let listing = dpkg_deb(&["-c", &deb]);
+    let entries: Vec<(&str, &str)> = listing
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields[0], *fields.last().unwrap())
+        })
+        .collect();
+    for (path, perms) in [
+        ("./usr/bin/infra-agent", "-rwxr-xr-x"),
+        ("./lib/systemd/system/infra-agent.service", "-rw-r--r--"),
+        (
+            "./usr/share/doc/infra-agent/agent.toml.example",
+            "-rw-r--r--",
+        ),
+        ("./usr/share/doc/infra-agent/copyright", "-rw-r--r--"),
+        ("./usr/share/doc/infra-agent/changelog.gz", "-rw-r--r--"),
+    ] {
+        assert!(
+            entries.contains(&(perms, path)),
+            "{path} {perms} missing:\n{listing}"
+        );
+    }
+    assert!(
+        listing.lines().all(|l| l.contains(" root/root ")),
+        "everything is root's:\n{listing}"
+    );
+    // No configuration and no state directory: dpkg must not own what the host keeps.
+    assert!(!listing.contains("./etc/"), "{listing}");
+    assert!(!listing.contains("./var/"), "{listing}");
+
+    let control = dir.path().join("control");
+    dpkg_deb(&["-e", &deb, &control.to_string_lossy()]);
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = control.join(script);
+        assert_eq!(mode(&path), 0o755, "{script}");
+        assert_eq!(read(&path), read(&packaging().join("debian").join(script)));
+    }
+}
+
+#[test]
+fn the_maintainer_scripts_are_posix_sh_guarded_for_a_host_without_systemd() {
+    let mut expected_changes = 2;
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = packaging().join("debian").join(script);
+        let out = sh(&["-n", &path.to_string_lossy()]);
+        assert!(out.success(), "{script}: {}", out.message());
+        let text = read(&path);
+        assert!(text.starts_with("#!/bin/sh\n"), "{script}");
+        assert!(text.contains("\nset -e\n"), "{script}");
+        // A start, stop or restart never waits for the agent (see the postinst), and
+        // happens only where a systemd manager runs.
+        let changes: Vec<&str> = text
+            .lines()
+            .map(str::trim_start)
+            .filter(|l| {
+                l.starts_with("systemctl")
+                    && [" start ", " stop ", " restart ", " try-restart "]
+                        .iter()
+                        .any(|v| l.contains(v))
+            })
+            .collect();
+        for line in &changes {
+            assert!(line.contains("--no-block"), "{script}: {line}");
+        }
+        if !changes.is_empty() {
+            assert!(text.contains("[ -d /run/systemd/system ]"), "{script}");
+        }
+        expected_changes -= usize::from(!changes.is_empty());
+    }
+    assert_eq!(
+        expected_changes, 0,
+        "the postinst starts and the prerm stops"
+    );
+    assert_eq!(mode(&packaging().join("build-deb.sh")) & 0o111, 0o111);
 }

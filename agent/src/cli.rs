@@ -18,6 +18,10 @@ pub mod exit {
 
 /// Pull-based configuration agent: converges this host to the state in a git repository.
 #[derive(Debug, Parser)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "command-line flags are booleans by nature"
+)]
 #[command(name = "infra-agent", version, about, disable_help_subcommand = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -36,6 +40,15 @@ pub struct Cli {
     /// the commit applied last (after a force-push). Applies to this run only.
     #[arg(long, requires = "once")]
     pub allow_rewind: bool,
+    /// Internal: this `--once` is a converge the daemon started (what started it). It
+    /// logs to the journal instead of printing a report, stops between steps when the
+    /// daemon asks, and records the paths to watch for hand edits.
+    #[arg(long, requires = "once", hide = true, value_enum)]
+    pub daemon_cycle: Option<CycleTrigger>,
+    /// Internal, with --daemon-cycle: re-apply the applied commit without asking the
+    /// git server (a drift repair).
+    #[arg(long, requires = "daemon_cycle", hide = true)]
+    pub no_fetch: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -56,6 +69,15 @@ pub struct Common {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+/// What started a converge the daemon runs (`--daemon-cycle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CycleTrigger {
+    Start,
+    Timer,
+    Signal,
+    Drift,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,29 +1,35 @@
 //! The daemon: what the systemd unit starts (`infra-agent` with no command).
 //!
+//! The daemon decides *when* to converge; each converge runs in a process of its own,
+//! `infra-agent --once --daemon-cycle TRIGGER` (the same code as `--once`), whose
+//! output goes to the daemon's journal stream. So the daemon itself never loads git,
+//! OpenSSL or a repository: it stays small and flat however many cycles it runs, and
+//! nothing a converge leaves behind in memory outlives it (see ARCHITECTURE.md).
+//!
 //! One thread runs tokio (current-thread runtime) for signals, timers and the drift
-//! watch; each converge runs on a blocking thread so signals are handled while it
+//! watch; the child is waited for on a blocking thread so signals are handled while it
 //! works; the watchdog is pinged from a thread of its own (see `sdnotify`), so no
 //! converge, however long apt takes, can starve it.
 //!
 //! Converges: at start, then every `interval` plus a random part of `splay`; at once on
 //! SIGHUP (after re-reading agent.toml); and, with `watch_drift`, a couple of seconds
-//! after a watched file was edited by hand. SIGTERM or SIGINT: the step running
-//! finishes, the others wait for the next start, and the daemon exits 0.
+//! after a watched file was edited by hand. SIGTERM or SIGINT: the daemon creates
+//! `state_dir/stop`, the converge finishes the step it is in and skips the others
+//! (they wait for the next start), and the daemon exits 0.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::config;
-use crate::host::RealHost;
-use crate::pull::{Cycle, CycleOptions, Origin, Runner, Trigger};
+use crate::config::{self, AgentConfig};
+use crate::once::{STOP_FILE, WATCHED_FILE};
+use crate::pull::{Cycle, Origin, Trigger};
 use crate::sdnotify::{self, Notifier};
+use crate::status::StateFiles;
 
 /// How long the drift watch waits for a burst of edits to end before converging.
 const DRIFT_QUIET: Duration = Duration::from_secs(2);
@@ -38,21 +44,30 @@ pub struct Overrides {
     pub hostname: Option<String>,
 }
 
+/// What the daemon knows between converges: agent.toml, read at start and on SIGHUP.
+#[derive(Debug)]
+struct Daemon {
+    config: AgentConfig,
+    origin: Origin,
+    hostname: String,
+}
+
 /// Runs the daemon until SIGTERM. Returns the exit code.
 pub fn run(overrides: &Overrides) -> Result<u8> {
     crate::journal::init(false);
-    let runner = load(overrides)?;
+    let daemon = load(overrides)?;
     let notifier = Notifier::from_env();
     let _watchdog = sdnotify::spawn_watchdog(&notifier);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the daemon's event loop")?;
-    runtime.block_on(main_loop(runner, overrides.clone(), notifier))
+    runtime.block_on(main_loop(daemon, overrides.clone(), notifier))
 }
 
-/// Reads agent.toml and resolves the origin and the host name.
-fn load(overrides: &Overrides) -> Result<Runner> {
+/// Reads agent.toml and resolves the origin and the host name, so a daemon that
+/// cannot run says why at once rather than at every cycle.
+fn load(overrides: &Overrides) -> Result<Daemon> {
     let (config, warnings) = config::load(overrides.config.as_deref())?;
     for w in warnings {
         log::warn!("{w}");
@@ -73,74 +88,114 @@ fn load(overrides: &Overrides) -> Result<Runner> {
         (Some(h), _) | (None, Some(h)) => h.clone(),
         (None, None) => crate::this_hostname()?,
     };
-    Ok(Runner::new(config, origin, hostname))
+    Ok(Daemon {
+        config,
+        origin,
+        hostname,
+    })
 }
 
-async fn main_loop(runner: Runner, overrides: Overrides, notifier: Notifier) -> Result<u8> {
+/// The program to run converges with: the path this process was started as (after a
+/// package upgrade that is the new agent, which the upgrade restarts the daemon into
+/// anyway), else the running executable.
+fn agent_program() -> String {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::current_exe().ok())
+        .map_or_else(|| "infra-agent".to_owned(), |p| p.display().to_string())
+}
+
+/// The command line of one converge.
+fn cycle_command(overrides: &Overrides, trigger: Trigger) -> crate::process::Cmd {
+    let mut cmd = crate::process::Cmd::new(agent_program())
+        .arg("--once")
+        .arg("--daemon-cycle");
+    cmd = cmd.arg(match trigger {
+        Trigger::Start | Trigger::Once => "start",
+        Trigger::Timer => "timer",
+        Trigger::Signal => "signal",
+        Trigger::Drift => "drift",
+    });
+    if trigger == Trigger::Drift {
+        cmd = cmd.arg("--no-fetch");
+    }
+    if let Some(config) = &overrides.config {
+        cmd = cmd.arg("--config").arg(config.display().to_string());
+    }
+    if let Some(repo) = &overrides.repo {
+        cmd = cmd.arg("--repo").arg(repo.clone());
+    }
+    if let Some(hostname) = &overrides.hostname {
+        cmd = cmd.arg("--hostname").arg(hostname.clone());
+    }
+    cmd
+}
+
+async fn main_loop(mut daemon: Daemon, overrides: Overrides, notifier: Notifier) -> Result<u8> {
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let stop = Arc::new(AtomicBool::new(false));
+    // A stop file left by a daemon killed while stopping must not stop the first cycle.
+    let _ = std::fs::remove_file(daemon.config.state_dir.join(STOP_FILE));
     if let Err(e) = notifier.ready() {
         log::warn!("cannot tell systemd the agent is ready: {e}");
     }
     log::info!(
         "started: {} for host {}, every {} s (+ up to {} s)",
-        describe(&runner.origin),
-        runner.hostname,
-        runner.config.interval,
-        runner.config.splay
+        describe(&daemon.origin),
+        daemon.hostname,
+        daemon.config.interval,
+        daemon.config.splay
     );
-    let mut runner = Some(runner);
     let mut trigger = Trigger::Start;
     loop {
         notifier.status(&format!("converging ({trigger})")).ok();
-        let mut options = CycleOptions::new(trigger);
-        options.fetch = trigger != Trigger::Drift;
-        options.stop = Some(Arc::clone(&stop));
-        let mut moved = runner.take().expect("the runner is back after every cycle");
-        let work = tokio::task::spawn_blocking(move || {
-            // Facts are read fresh every cycle: packages and the rest change.
-            let host = RealHost::new();
-            let cycle = moved.cycle(&host, &options);
-            (moved, cycle)
-        });
+        let stop_file = daemon.config.state_dir.join(STOP_FILE);
+        let cmd = cycle_command(&overrides, trigger);
+        let work = tokio::task::spawn_blocking(move || crate::process::run_inheriting_output(&cmd));
         tokio::pin!(work);
         let mut again = false;
-        let (back, cycle) = loop {
+        let mut stopping = false;
+        let exit = loop {
             tokio::select! {
-                done = &mut work => break done.context("a converge panicked")?,
-                _ = term.recv() => stop.store(true, Ordering::SeqCst),
-                _ = int.recv() => stop.store(true, Ordering::SeqCst),
+                done = &mut work => break done.context("waiting for a converge failed")?,
+                _ = term.recv() => stopping = request_stop(&stop_file),
+                _ = int.recv() => stopping = request_stop(&stop_file),
                 _ = hup.recv() => again = true,
             }
         };
-        runner = Some(back);
-        log_cycle(&cycle);
-        notifier.status(&status_line(&cycle)).ok();
-        if stop.load(Ordering::SeqCst) {
+        let _ = std::fs::remove_file(&stop_file);
+        match exit {
+            Ok(Some(0 | 2)) => {}
+            Ok(Some(code)) => log::warn!("the converge exited with code {code}"),
+            Ok(None) => log::error!("the converge was killed by a signal"),
+            Err(e) => log::error!("cannot run a converge ({}): {e}", agent_program()),
+        }
+        notifier.status(&status_line(&daemon.config)).ok();
+        if stopping {
             notifier.stopping().ok();
             log::info!("stopping (SIGTERM)");
             return Ok(0);
         }
         if again {
             // SIGHUP while converging: re-read agent.toml and converge again at once.
-            reload(&mut runner, &overrides);
+            reload(&mut daemon, &overrides);
             trigger = Trigger::Signal;
             continue;
         }
-        let config = &runner.as_ref().expect("set above").config;
-        let delay = Duration::from_secs(config.interval) + splay(config.splay);
+        let delay = Duration::from_secs(daemon.config.interval) + splay(daemon.config.splay);
         let (drift_tx, mut drift_rx) = mpsc::unbounded_channel();
-        let _watch = if config.watch_drift {
-            DriftWatch::start(&cycle.watched, drift_tx)
+        let _watch = if daemon.config.watch_drift {
+            DriftWatch::start(&watched(&daemon.config), drift_tx)
         } else {
             None
         };
         trigger = tokio::select! {
             () = tokio::time::sleep(delay) => Trigger::Timer,
             _ = hup.recv() => {
-                reload(&mut runner, &overrides);
+                reload(&mut daemon, &overrides);
                 Trigger::Signal
             }
             _ = term.recv() => { notifier.stopping().ok(); return Ok(0) }
@@ -154,12 +209,31 @@ async fn main_loop(runner: Runner, overrides: Overrides, notifier: Notifier) -> 
     }
 }
 
+/// Asks the running converge to stop after its current step.
+fn request_stop(stop_file: &Path) -> bool {
+    if let Err(e) = std::fs::write(stop_file, b"") {
+        log::error!(
+            "cannot create {} to stop the converge between steps: {e}; waiting for it to end",
+            stop_file.display()
+        );
+    }
+    true
+}
+
+/// The paths the last converge said to watch for hand edits.
+fn watched(config: &AgentConfig) -> Vec<PathBuf> {
+    std::fs::read(config.state_dir.join(WATCHED_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
 /// Re-reads agent.toml (SIGHUP); a file that no longer loads keeps the old settings.
-fn reload(runner: &mut Option<Runner>, overrides: &Overrides) {
+fn reload(daemon: &mut Daemon, overrides: &Overrides) {
     match load(overrides) {
         Ok(fresh) => {
             log::info!("SIGHUP: agent.toml read again");
-            *runner = Some(fresh);
+            *daemon = fresh;
         }
         Err(e) => log::error!("SIGHUP: agent.toml not reloaded, keeping the old settings: {e:#}"),
     }
@@ -200,7 +274,35 @@ fn splay(splay: u64) -> Duration {
     Duration::from_millis(h.finish() % (splay * 1000))
 }
 
-fn status_line(cycle: &Cycle) -> String {
+/// The daemon's one-line status for systemd, from the record the converge wrote.
+fn status_line(config: &AgentConfig) -> String {
+    let (status, _) = StateFiles::new(&config.state_dir).load_status();
+    match status.last_run {
+        Some(run) => {
+            let commit = run
+                .commit
+                .as_ref()
+                .map_or_else(String::new, |c| format!(" at {}", c.short));
+            match run.error {
+                Some(e) if run.outcome == crate::status::Outcome::NotApplied => format!(
+                    "last run did not apply: {}",
+                    e.lines().next().unwrap_or_default()
+                ),
+                _ => format!(
+                    "last run{commit}: {} changed, {} in sync, {} failed, {} skipped",
+                    run.summary.changed,
+                    run.summary.in_sync,
+                    run.summary.failed,
+                    run.summary.skipped
+                ),
+            }
+        }
+        None => "no run recorded yet".to_owned(),
+    }
+}
+
+/// The summary line of a cycle, for the journal.
+fn cycle_line(cycle: &Cycle) -> String {
     let commit = cycle
         .commit
         .as_ref()
@@ -209,11 +311,11 @@ fn status_line(cycle: &Cycle) -> String {
         Some((report, _, _)) => {
             let s = report.summary();
             format!(
-                "last run{commit}: {} changed, {} in sync, {} failed, {} skipped",
+                "run{commit}: {} changed, {} in sync, {} failed, {} skipped",
                 s.changed, s.in_sync, s.failed, s.skipped
             )
         }
-        None => format!("last run did not apply: {}", first_line(&cycle.errors)),
+        None => format!("run did not apply: {}", first_line(&cycle.errors)),
     }
 }
 
@@ -224,8 +326,9 @@ fn first_line(errors: &[String]) -> &str {
         .unwrap_or("unknown error")
 }
 
-/// One line per change and failure, then the summary, to the journal.
-fn log_cycle(cycle: &Cycle) {
+/// One line per change and failure, then the summary, to the journal (a converge the
+/// daemon started logs this way instead of printing a report).
+pub fn log_cycle(cycle: &Cycle) {
     let commit = cycle.commit.as_ref().map(|c| c.id.as_str());
     for w in &cycle.warnings {
         log::warn!("{w}");
@@ -254,7 +357,7 @@ fn log_cycle(cycle: &Cycle) {
             }
         }
     }
-    crate::journal::run_finished(commit, &status_line(cycle));
+    crate::journal::run_finished(commit, &cycle_line(cycle));
 }
 
 /// Watches the parent directories of managed paths; sends a path when one of them

@@ -25,6 +25,9 @@ pub struct Options {
     pub only: Vec<String>,
     /// Set by the daemon on SIGTERM: the step running finishes, the rest are skipped.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The same, across processes: the daemon creates this file when it must stop
+    /// while a converge it started runs (checked before each step).
+    pub stop_file: Option<std::path::PathBuf>,
 }
 
 /// What happened to one step.
@@ -208,7 +211,8 @@ pub fn run(catalog: &Catalog, ctx: &Ctx<'_>, options: &Options) -> Result<RunRep
             || options
                 .stop
                 .as_ref()
-                .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+            || options.stop_file.as_ref().is_some_and(|f| f.exists());
         let report = if stopped {
             skipped(
                 step,

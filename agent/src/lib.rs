@@ -101,6 +101,13 @@ pub fn run(cli: &Cli) -> Result<u8> {
                 only: cli.only.clone(),
                 allow_rewind: cli.allow_rewind,
                 format: cli.common.format,
+                daemon_cycle: cli.daemon_cycle.map(|t| match t {
+                    cli::CycleTrigger::Start => status::Trigger::Start,
+                    cli::CycleTrigger::Timer => status::Trigger::Timer,
+                    cli::CycleTrigger::Signal => status::Trigger::Signal,
+                    cli::CycleTrigger::Drift => status::Trigger::Drift,
+                }),
+                fetch: !cli.no_fetch,
             };
             once::once(&args, &host, &config, &mut out, &mut err)?
         }

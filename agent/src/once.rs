@@ -20,7 +20,16 @@ pub struct OnceArgs {
     pub only: Vec<String>,
     pub allow_rewind: bool,
     pub format: Format,
+    /// A converge the daemon started, and why (see [`crate::cli::Cli::daemon_cycle`]).
+    pub daemon_cycle: Option<Trigger>,
+    /// Ask the git server for its tip (false: re-apply the applied commit).
+    pub fetch: bool,
 }
+
+/// Where a converge the daemon started records the paths to watch for hand edits.
+pub const WATCHED_FILE: &str = "watched.json";
+/// The file the daemon creates to make the converge it started stop between steps.
+pub const STOP_FILE: &str = "stop";
 
 /// Resolves where the repository is and which host this is: flags first, then agent.toml.
 pub fn resolve(
@@ -57,10 +66,19 @@ pub fn once(
     err: &mut dyn Write,
 ) -> Result<u8> {
     let mut runner = Runner::new(config.clone(), args.origin.clone(), args.hostname.clone());
-    let mut options = CycleOptions::new(Trigger::Once);
+    let mut options = CycleOptions::new(args.daemon_cycle.unwrap_or(Trigger::Once));
     options.dry_run = args.dry_run;
     options.only.clone_from(&args.only);
     options.allow_rewind = args.allow_rewind;
+    options.fetch = args.fetch;
+    if args.daemon_cycle.is_some() {
+        crate::journal::init(false);
+        options.stop_file = Some(config.state_dir.join(STOP_FILE));
+        let cycle = runner.cycle(host, &options);
+        crate::daemon::log_cycle(&cycle);
+        record_watched(&config.state_dir, &cycle.watched);
+        return Ok(cycle.exit_code);
+    }
     let cycle = runner.cycle(host, &options);
     for warning in &cycle.warnings {
         writeln!(err, "warning: {warning}")?;
@@ -89,4 +107,19 @@ pub fn once(
         }
     }
     Ok(cycle.exit_code)
+}
+
+/// Writes the paths the daemon watches for hand edits (a converge the daemon started
+/// runs in a process of its own; this is how the daemon learns them).
+fn record_watched(state_dir: &std::path::Path, watched: &[PathBuf]) {
+    let json = serde_json::to_vec(watched).expect("paths serialize");
+    let file = state_dir.join(WATCHED_FILE);
+    let tmp = state_dir.join(format!(".{WATCHED_FILE}.infra-tmp"));
+    let written = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &file));
+    if let Err(e) = written {
+        log::warn!(
+            "cannot record the watched paths in {}: {e}; hand edits are repaired at the next timed run",
+            file.display()
+        );
+    }
 }

@@ -121,6 +121,22 @@ pub fn run(cmd: &Cmd) -> std::io::Result<CmdOutput> {
     result
 }
 
+/// Runs a command to completion with this process's standard output and error, and
+/// returns its exit code (`None` when a signal ended it). The daemon runs each converge
+/// this way: the child's lines reach the journal stream the daemon writes to.
+pub fn run_inheriting_output(cmd: &Cmd) -> std::io::Result<Option<i32>> {
+    #[allow(clippy::disallowed_methods, reason = "this is the process module")]
+    let mut command = std::process::Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null());
+    Ok(command.status()?.code())
+}
+
 fn run_inner(cmd: &Cmd) -> std::io::Result<CmdOutput> {
     #[allow(clippy::disallowed_methods, reason = "this is the process module")]
     let mut command = std::process::Command::new(&cmd.program);

@@ -72,6 +72,8 @@ pub struct CycleOptions {
     pub fetch: bool,
     /// Set when the agent must stop: the engine finishes the current step, then stops.
     pub stop: Option<Arc<AtomicBool>>,
+    /// A file whose existence means the same (the daemon's converge runs in a child).
+    pub stop_file: Option<PathBuf>,
 }
 
 impl CycleOptions {
@@ -84,6 +86,7 @@ impl CycleOptions {
             allow_rewind: false,
             fetch: true,
             stop: None,
+            stop_file: None,
         }
     }
 }
@@ -187,6 +190,7 @@ pub fn apply(
         dry_run: options.dry_run,
         only: options.only.clone(),
         stop: options.stop.clone(),
+        stop_file: options.stop_file.clone(),
     };
     let mut report = engine::run(&prepared.catalog, &ctx, &engine_options)?;
     // Rollback of what left the catalog (never with --only; see prune.rs).

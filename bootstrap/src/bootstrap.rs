@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::io::BufRead as _;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use russh::keys::PublicKey;
@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::cli::Args;
 use crate::failure::{Failure, fail};
+use crate::install::{self, Method};
 use crate::keys::{AdminKey, OperatorKeys};
 use crate::known_hosts::{self, Verdict, fingerprint};
 use crate::remote::{self, Remote, Root, key_values};
@@ -88,21 +89,6 @@ fn read_local(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
     fs_err::read(path).map_err(|e| {
         Failure::new(format!("cannot read {what}: {e}"))
             .hint(format!("check the path {}", path.display()))
-    })
-}
-
-/// The agent binary to install: `--agent-binary`, else `infra-agent` beside this program.
-fn agent_binary(args: &Args) -> Result<PathBuf, Failure> {
-    if let Some(path) = &args.agent_binary {
-        return Ok(path.clone());
-    }
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("infra-agent")))
-        .filter(|p| p.is_file());
-    beside.ok_or_else(|| {
-        Failure::new("no infra-agent binary beside infra-bootstrap")
-            .hint("build it (cargo build --release -p infra-agent) and pass --agent-binary target/release/infra-agent")
     })
 }
 
@@ -324,7 +310,8 @@ struct Local {
     /// The plan and the admin key, when `--hostname` named the host.
     plan: Option<(HostPlan, AdminKey)>,
     keys: OperatorKeys,
-    agent: Vec<u8>,
+    /// How the agent is installed, the file's content, and a note for the phase line.
+    agent: (Method, Vec<u8>, Option<String>),
     deploy_key: Option<Vec<u8>>,
     git_known_hosts: Option<Vec<u8>>,
 }
@@ -423,8 +410,12 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
             Some(h) => Some(plan_for(&repo, h, args, &keys)?),
             None => None,
         };
-        let agent_path = agent_binary(args)?;
-        let agent = read_local(&agent_path, "the infra-agent binary")?;
+        let (method, note) =
+            install::choose_beside_exe(args.agent_deb.as_deref(), args.agent_binary.as_deref())?;
+        let agent = match &method {
+            Method::Deb(path) => read_local(path, "the infra-agent package")?,
+            Method::Binary(path) => read_local(path, "the infra-agent binary")?,
+        };
         let deploy_key = args
             .deploy_key
             .as_deref()
@@ -454,7 +445,7 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
                 repo,
                 plan,
                 keys,
-                agent,
+                agent: (method, agent, note),
                 deploy_key,
                 git_known_hosts,
             },
@@ -605,46 +596,7 @@ async fn converge(
     host_key: &PublicKey,
 ) -> anyhow::Result<bool> {
     let mut changed = false;
-    let agent_sha = sha256_hex(&local.agent);
-    let unit_sha = sha256_hex(UNIT.as_bytes());
-    let installed = phase("install agent", async {
-        let short = &agent_sha[..12];
-        if found.get("agent_sha256") == agent_sha && found.get("unit_sha256") == unit_sha {
-            return Ok((false, format!("already installed (sha256 {short}...)")));
-        }
-        remote
-            .upload(&format!("{tmp}/infra-agent"), &local.agent)
-            .await?;
-        remote
-            .upload(&format!("{tmp}/infra-agent.service"), UNIT.as_bytes())
-            .await?;
-        remote
-            .upload(&format!("{tmp}/install.sh"), INSTALL_SH.as_bytes())
-            .await?;
-        let out = remote
-            .root(scripts::INSTALL, &[tmp, &agent_sha], remote::LONG)
-            .await?;
-        if out.code == Some(3) {
-            return fail(
-                format!(
-                    "the uploaded agent does not match its checksum: {}",
-                    out.stderr().trim()
-                ),
-                "the upload was damaged on the way; run infra-bootstrap again",
-            );
-        }
-        if !out.success() {
-            return fail(
-                format!("installing the agent failed: {}", out.describe()),
-                "see packaging/install.sh; the host is as it was before the install",
-            );
-        }
-        Ok((
-            true,
-            format!("/usr/bin/infra-agent (sha256 {short}... checked) and infra-agent.service"),
-        ))
-    })
-    .await?;
+    let installed = phase("install agent", install_agent(remote, local, found, tmp)).await?;
     changed |= installed;
 
     let config_changed = phase("configure agent", async {
@@ -807,6 +759,109 @@ async fn converge(
     .await?;
     changed |= started;
     Ok(!changed)
+}
+
+/// The install phase: the package with apt-get, or the binary with install.sh.
+/// Skipped when the host already has what would be installed. Returns whether it
+/// changed the host, and the phase line's detail.
+async fn install_agent(
+    remote: &Remote<'_>,
+    local: &Local,
+    found: &Found,
+    tmp: &str,
+) -> anyhow::Result<(bool, String)> {
+    let (method, bytes, note) = &local.agent;
+    let sha = sha256_hex(bytes);
+    let short = &sha[..12];
+    let with_note = |detail: String| match note {
+        Some(note) => format!("{detail} ({note})"),
+        None => detail,
+    };
+    // `ii 0.1.0` when the package is installed and configured.
+    let deb_installed = found.get("deb_status").strip_prefix("ii").map(str::trim);
+    let (uploaded, script, args, what) = match method {
+        Method::Deb(path) => {
+            if deb_installed.is_some() && found.get("deb_sha256") == sha {
+                return Ok((
+                    false,
+                    format!("already installed (package sha256 {short}...)"),
+                ));
+            }
+            let name = path
+                .file_name()
+                .map_or_else(install::deb_name, |n| n.to_string_lossy().into_owned());
+            let file = format!("{tmp}/{name}");
+            remote.upload(&file, bytes).await?;
+            let what = format!("{name} (sha256 {short}... checked), installed with apt-get");
+            (
+                file.clone(),
+                scripts::INSTALL_DEB,
+                vec![file, sha.clone(), scripts::DEB_RECORD.to_owned()],
+                what,
+            )
+        }
+        Method::Binary(_) => {
+            if let Some(version) = deb_installed {
+                // Replacing the package's files behind dpkg's back would leave it
+                // believing in files that are no longer there as it installed them.
+                return Ok((
+                    false,
+                    format!(
+                        "infra-agent {version} is installed from its Debian package; left as it is (--agent-deb FILE replaces it)"
+                    ),
+                ));
+            }
+            if found.get("agent_sha256") == sha
+                && found.get("unit_sha256") == sha256_hex(UNIT.as_bytes())
+            {
+                return Ok((
+                    false,
+                    with_note(format!("already installed (sha256 {short}...)")),
+                ));
+            }
+            remote.upload(&format!("{tmp}/infra-agent"), bytes).await?;
+            remote
+                .upload(&format!("{tmp}/infra-agent.service"), UNIT.as_bytes())
+                .await?;
+            remote
+                .upload(&format!("{tmp}/install.sh"), INSTALL_SH.as_bytes())
+                .await?;
+            let what =
+                format!("/usr/bin/infra-agent (sha256 {short}... checked) and infra-agent.service");
+            (
+                format!("{tmp}/infra-agent"),
+                scripts::INSTALL,
+                vec![tmp.to_owned(), sha.clone()],
+                what,
+            )
+        }
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = remote.root(script, &args, remote::LONG).await?;
+    if out.code == Some(3) {
+        return fail(
+            format!(
+                "the uploaded {uploaded} does not match its checksum: {}",
+                out.stderr().trim()
+            ),
+            "the upload was damaged on the way; run infra-bootstrap again",
+        );
+    }
+    if !out.success() {
+        let hint = match method {
+            Method::Deb(_) => {
+                "see apt-get's message above; `dpkg --audit` on the host shows a half-installed package"
+            }
+            Method::Binary(_) => {
+                "see packaging/install.sh; the host is as it was before the install"
+            }
+        };
+        return fail(
+            format!("installing the agent failed: {}", out.describe()),
+            hint,
+        );
+    }
+    Ok((true, with_note(what)))
 }
 
 /// Logs in as the admin in a new session (same host key) and checks who it is.

@@ -57,9 +57,15 @@ pub struct Args {
     /// host already has one.
     #[arg(long, value_name = "FILE")]
     pub git_known_hosts: Option<PathBuf>,
-    /// The infra-agent binary to install (default: the one beside infra-bootstrap).
-    #[arg(long, value_name = "FILE")]
+    /// The infra-agent binary to install with the unit and install.sh (default: the
+    /// one beside infra-bootstrap, when no newer package lies there).
+    #[arg(long, value_name = "FILE", conflicts_with = "agent_deb")]
     pub agent_binary: Option<PathBuf>,
+    /// The Debian package to install, built by packaging/build-deb.sh (default:
+    /// `infra-agent_<version>_amd64.deb` beside infra-bootstrap, where build-deb.sh
+    /// writes it).
+    #[arg(long, value_name = "FILE")]
+    pub agent_deb: Option<PathBuf>,
     /// The state repository checkout to read (default: the current directory).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub state_repo: PathBuf,

@@ -14,6 +14,8 @@ printf 'uid=%s\n' "$(id -u)"
 sum() { if [ -f "$1" ]; then sha256sum "$1" | cut -d' ' -f1; fi; }
 printf 'agent_sha256=%s\n' "$(sum /usr/bin/infra-agent)"
 printf 'unit_sha256=%s\n' "$(sum /lib/systemd/system/infra-agent.service)"
+printf 'deb_status=%s\n' "$(dpkg-query -W -f '${db:Status-Abbrev}${Version}' infra-agent 2>/dev/null)"
+printf 'deb_sha256=%s\n' "$(cat /var/lib/infra-agent/bootstrap/agent-deb.sha256 2>/dev/null)"
 have() { if [ -f "$1" ]; then echo yes; else echo no; fi; }
 printf 'deploy_key=%s\n' "$(have /etc/infra-agent/deploy_key)"
 printf 'git_known_hosts=%s\n' "$(have /etc/infra-agent/known_hosts)"
@@ -29,6 +31,36 @@ if [ "$got" != "$2" ]; then
   exit 3
 fi
 sh "$1/install.sh" "$1/infra-agent"
+"#;
+
+/// Where [`INSTALL_DEB`] records the sha256 of the package it installed, so a re-run
+/// with the same package changes nothing.
+pub const DEB_RECORD: &str = "/var/lib/infra-agent/bootstrap/agent-deb.sha256";
+
+/// `$1`: the uploaded package; `$2`: the sha256 it must have (exit 3 when it does
+/// not). Installs it with apt-get, which also installs missing dependencies; when
+/// that fails (a fresh image often has no package lists yet) it refreshes the lists
+/// and tries once more. `--reinstall` replaces a package of the same version built
+/// anew; `--allow-downgrades` installs an older one, as asked. `INFRA_AGENT_NO_START=1`
+/// keeps the postinst from starting the daemon: that happens only after the admin
+/// login was proven. Records the sha256 in `$3`.
+pub const INSTALL_DEB: &str = r#"set -eu
+got=$(sha256sum "$1" | cut -d' ' -f1)
+if [ "$got" != "$2" ]; then
+  echo "the uploaded package has sha256 $got, expected $2" >&2
+  exit 3
+fi
+export DEBIAN_FRONTEND=noninteractive INFRA_AGENT_NO_START=1
+apt_install() {
+  apt-get install -y -q --reinstall --allow-downgrades -o DPkg::Lock::Timeout=120 "$1"
+}
+if ! apt_install "$1"; then
+  echo "apt-get could not install the package; refreshing the package lists and trying again" >&2
+  apt-get update -q -o DPkg::Lock::Timeout=120
+  apt_install "$1"
+fi
+install -d -m 0700 "$(dirname "$3")"
+echo "$2" >"$3"
 "#;
 
 /// Pairs of arguments `SRC DEST`: installs SRC as DEST (root, 0600) unless DEST

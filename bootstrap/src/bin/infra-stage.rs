@@ -1,22 +1,18 @@
-//! `infra-stage`: applies the working tree to Docker containers (not implemented yet).
+//! `infra-stage`: the hosts of `inventory/staging.toml` as Docker containers that
+//! converge the working tree of the state repository.
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use infra_bootstrap::Failure;
+use infra_bootstrap::bootstrap::Usage;
+use infra_bootstrap::stage::{self, Args};
 
-/// Try a state repository on Docker containers before pushing it.
-#[derive(Debug, Parser)]
-#[command(name = "infra-stage", version)]
-struct Args {
-    /// What to do with the staging containers.
-    action: Action,
-    /// Hosts of inventory/staging.toml (default: all of them).
-    hosts: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Action {
-    Up,
-    Apply,
-    Down,
+fn print_hint(hint: Option<&str>) {
+    if let Some(hint) = hint {
+        for (i, line) in hint.lines().enumerate() {
+            let lead = if i == 0 { "hint: " } else { "      " };
+            eprintln!("{lead}{line}");
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,19 +24,25 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(64);
         }
     };
-    let action = format!("{:?}", args.action).to_lowercase();
-    eprint!(
-        "{}",
-        infra_bootstrap::not_yet(
-            &format!("infra-stage {action}"),
-            "staging in Docker containers arrives with the example and staging issue",
-            &[
-                "start a container for each host of inventory/staging.toml",
-                "bootstrap it with infra-bootstrap over SSH",
-                "converge the working tree, uncommitted changes included",
-                "print a per-host summary; `down` removes the containers",
-            ]
-        )
-    );
-    std::process::ExitCode::from(1)
+    match stage::run(&args) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(err) => {
+            let (code, failure) = if let Some(Usage(f)) = err.downcast_ref::<Usage>() {
+                (64, Some(f))
+            } else {
+                (1, err.downcast_ref::<Failure>())
+            };
+            if let Some(f) = failure {
+                eprintln!("error: {}", f.message);
+                print_hint(f.hint.as_deref());
+            } else {
+                eprintln!("error: {err}");
+                for cause in err.chain().skip(1) {
+                    eprintln!("Caused by: {cause}");
+                }
+            }
+            std::process::ExitCode::from(code)
+        }
+    }
 }

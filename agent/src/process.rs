@@ -125,19 +125,14 @@ pub fn run(cmd: &Cmd) -> std::io::Result<CmdOutput> {
 /// returns its exit code (`None` when a signal ended it). The daemon runs each converge
 /// this way: the child's lines reach the journal stream the daemon writes to.
 pub fn run_inheriting_output(cmd: &Cmd) -> std::io::Result<Option<i32>> {
-    #[allow(clippy::disallowed_methods, reason = "this is the process module")]
-    let mut command = std::process::Command::new(&cmd.program);
-    command
-        .args(&cmd.args)
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null());
+    let mut command = command(cmd);
+    command.stdin(Stdio::null());
     Ok(command.status()?.code())
 }
 
-fn run_inner(cmd: &Cmd) -> std::io::Result<CmdOutput> {
+/// The program, its arguments and environment, as every process the agent starts gets
+/// them.
+fn command(cmd: &Cmd) -> std::process::Command {
     #[allow(clippy::disallowed_methods, reason = "this is the process module")]
     let mut command = std::process::Command::new(&cmd.program);
     command
@@ -147,7 +142,13 @@ fn run_inner(cmd: &Cmd) -> std::io::Result<CmdOutput> {
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")
-        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)));
+    command
+}
+
+fn run_inner(cmd: &Cmd) -> std::io::Result<CmdOutput> {
+    let mut command = command(cmd);
+    command
         .stdin(if cmd.stdin.is_some() {
             Stdio::piped()
         } else {

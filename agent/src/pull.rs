@@ -287,6 +287,9 @@ impl Runner {
             ));
         }
         let mut errors = Vec::new();
+        // A tip that was fetched but not applied: the run did not do what the operator
+        // asked, even when the host is enforcing the last good commit.
+        let mut rejected = false;
         let previous = status.applied.clone();
         let target = match self.origin.clone() {
             Origin::Dir(dir) => {
@@ -304,13 +307,15 @@ impl Runner {
                         )
                     })
             }
-            Origin::Git(remote) => {
-                self.git_target(host, &remote, options, &mut status, &mut errors)
-            }
+            Origin::Git(remote) => self.git_target(
+                host,
+                &remote,
+                options,
+                &mut status,
+                &mut errors,
+                &mut rejected,
+            ),
         };
-        // A tip that was fetched but not applied: the run did not do what the operator
-        // asked, even when the host is enforcing the last good commit.
-        let rejected = errors.iter().any(|e| e.starts_with("commit "));
         let target = match target {
             Ok(t) => t,
             Err(error) => {
@@ -394,8 +399,9 @@ impl Runner {
     }
 
     /// Fetches and verifies the tip; returns the commit to apply: the tip when it is
-    /// good, else the applied commit (`None` when there is none). Problems go to
-    /// `errors` and into `status`.
+    /// good, else the applied commit (an error when there is none). Problems go to
+    /// `errors` and into `status`; `rejected` is set when the tip was fetched but
+    /// refused.
     fn git_target(
         &mut self,
         host: &dyn Host,
@@ -403,6 +409,7 @@ impl Runner {
         options: &CycleOptions,
         status: &mut status::Status,
         errors: &mut Vec<String>,
+        rejected: &mut bool,
     ) -> Result<Target, String> {
         let allowed_signers = self.config.allowed_signers.clone();
         let hostname = self.hostname.clone();
@@ -452,6 +459,7 @@ impl Runner {
                         commit.short, commit.summary
                     ));
                     status.record_rejected(commit, error);
+                    *rejected = true;
                 }
             }
         }

@@ -85,7 +85,22 @@ fn sha256_hex(bytes: &[u8]) -> String {
         })
 }
 
+/// Reads a file on this machine, or, for an `op://` reference, the secret it names
+/// through the operator's 1Password CLI.
 fn read_local(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
+    read_local_with(path, what, &crate::secret::op_program())
+}
+
+fn read_local_with(path: &Path, what: &str, op: &str) -> Result<Vec<u8>, Failure> {
+    if crate::secret::is_reference(path) {
+        let reference = path.to_str().expect("a reference is UTF-8, checked above");
+        let mut value = crate::secret::read(op, reference, what)?;
+        // `op read --no-newline` ends without one; a key file needs its last line ended.
+        if value.last() != Some(&b'\n') {
+            value.push(b'\n');
+        }
+        return Ok(value);
+    }
     fs_err::read(path).map_err(|e| {
         Failure::new(format!("cannot read {what}: {e}"))
             .hint(format!("check the path {}", path.display()))
@@ -924,6 +939,24 @@ async fn verify_admin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_op_reference_is_read_with_op_and_a_path_from_disk() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let op = dir.path().join("op");
+        std::fs::write(&op, "#!/bin/sh\nprintf 'key-material'\n").unwrap();
+        std::fs::set_permissions(&op, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let op = op.display().to_string();
+        let from_op = read_local_with(Path::new("op://lab/deploy/key"), "the deploy key", &op);
+        assert_eq!(from_op.unwrap(), b"key-material\n");
+        let file = dir.path().join("key");
+        std::fs::write(&file, b"from disk").unwrap();
+        assert_eq!(
+            read_local_with(&file, "the deploy key", &op).unwrap(),
+            b"from disk"
+        );
+    }
 
     fn found(pairs: &[(&str, &str)]) -> Found {
         let mut kv: std::collections::BTreeMap<String, String> = [

@@ -34,8 +34,9 @@ pub struct Args {
     /// passwordless sudo) instead of root.
     #[arg(long)]
     pub sudo: bool,
-    /// Read the login password from the first line of FILE instead of prompting.
-    #[arg(long, value_name = "FILE")]
+    /// Read the login password from the first line of FILE instead of prompting, or
+    /// from 1Password with an `op://vault/item/field` reference (read with your `op`).
+    #[arg(long, value_name = "FILE|op://...")]
     pub password_file: Option<PathBuf>,
     /// Accept only this host key (`SHA256:...`, as `ssh-keygen -lf` shows it).
     #[arg(long, value_name = "SHA256:...")]
@@ -49,8 +50,9 @@ pub struct Args {
     pub known_hosts: Option<PathBuf>,
     /// The deploy key (a private key) the agent pulls with; installed as
     /// /etc/infra-agent/deploy_key (0600). Needed for an SSH repository URL unless
-    /// the host already has one.
-    #[arg(long, value_name = "FILE")]
+    /// the host already has one. An `op://...?ssh-format=openssh` reference reads it
+    /// from 1Password with your `op`.
+    #[arg(long, value_name = "FILE|op://...")]
     pub deploy_key: Option<PathBuf>,
     /// `known_hosts` lines pinning the git server's host key; installed as
     /// /etc/infra-agent/known_hosts. Needed for an SSH repository URL unless the

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod known_hosts;
 pub mod remote;
 pub mod scripts;
+pub mod secret;
 pub mod ssh;
 pub mod stage;
 pub mod state;

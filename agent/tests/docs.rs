@@ -1,7 +1,9 @@
 //! The references cannot drift from the code: every step type's table in
 //! docs/state-repo.md lists exactly the keys the loader accepts for that type, and
 //! every agent.toml key has a row in docs/agent-config.md and a line in
-//! packaging/agent.toml.example.
+//! packaging/agent.toml.example; every infra.toml key has a row in the reference's
+//! infra.toml table; every exit code of `infra-agent` has a row in an exit code table;
+//! every page the guide's index links exists.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -73,4 +75,158 @@ fn every_agent_toml_key_is_documented() {
             "agent.toml key `{key}` is not in packaging/agent.toml.example"
         );
     }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The first column of every table row in the section that starts at `heading`
+/// (up to the next heading of the same or a higher level), backticks removed.
+fn first_column(doc: &str, heading: &str) -> BTreeSet<String> {
+    let start = doc
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no section {heading:?}"))
+        + heading.len()
+        + 2;
+    let level = heading.split(' ').next().expect("a heading has a level");
+    let rest = &doc[start..];
+    let end = rest
+        .lines()
+        .scan(0, |pos, line| {
+            let here = *pos;
+            *pos += line.len() + 1;
+            Some((here, line))
+        })
+        .find(|(_, line)| {
+            let hashes = line.len() - line.trim_start_matches('#').len();
+            hashes > 0 && hashes <= level.len() && line[hashes..].starts_with(' ')
+        })
+        .map_or(rest.len(), |(pos, _)| pos);
+    rest[..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .filter_map(|l| l.split_once(" |").map(|(cell, _)| cell.replace('`', "")))
+        .filter(|cell| !cell.starts_with("---"))
+        .collect()
+}
+
+#[test]
+fn every_infra_toml_key_is_in_the_reference_table() {
+    let doc = reference();
+    let documented: BTreeSet<String> = first_column(&doc, "## `infra.toml`")
+        .into_iter()
+        .filter(|cell| cell != "Key")
+        // A table is written as its header: `[bootstrap]`.
+        .map(|cell| {
+            cell.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        })
+        .collect();
+    let accepted: BTreeSet<String> = infra_agent::state_repo::infra_toml::KEYS
+        .iter()
+        .map(|&k| k.to_owned())
+        .collect();
+    assert_eq!(
+        documented, accepted,
+        "infra.toml keys: docs/state-repo.md's table vs the parser"
+    );
+}
+
+/// `NAME = VALUE` of every constant of agent/src/cli.rs's `exit` module, read from the
+/// source so that a new constant cannot be missed.
+fn exit_codes() -> Vec<(String, u8)> {
+    let src = std::fs::read_to_string(root().join("agent/src/cli.rs")).expect("agent/src/cli.rs");
+    let start = src
+        .find("pub mod exit {")
+        .expect("cli.rs has `pub mod exit`");
+    let body = &src[start..];
+    let body = &body[..body.find("\n}").expect("the exit module ends")];
+    let codes: Vec<(String, u8)> = body
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .map(|l| {
+            let (name, rest) = l.split_once(':').expect("pub const NAME: u8 = N;");
+            let value = rest
+                .split_once('=')
+                .expect("pub const NAME: u8 = N;")
+                .1
+                .trim()
+                .trim_end_matches(';');
+            let value = value
+                .parse()
+                .unwrap_or_else(|_| panic!("exit code {name} is not a number: {value}"));
+            (name.trim().to_owned(), value)
+        })
+        .collect();
+    assert!(codes.len() >= 4, "too few exit codes read: {codes:?}");
+    codes
+}
+
+#[test]
+fn the_exit_codes_are_read_from_the_source() {
+    use infra_agent::cli::exit;
+    let codes = exit_codes();
+    for (name, value) in [
+        ("OK", exit::OK),
+        ("INVALID", exit::INVALID),
+        ("CHANGED", exit::CHANGED),
+        ("FAILED", exit::FAILED),
+        ("USAGE", exit::USAGE),
+    ] {
+        assert!(
+            codes.contains(&(name.to_owned(), value)),
+            "{name} = {value} not read from cli.rs: {codes:?}"
+        );
+    }
+}
+
+#[test]
+fn every_exit_code_is_in_an_exit_code_table() {
+    let mut documented = BTreeSet::new();
+    for (page, heading) in [
+        ("docs/running.md", "## Exit codes of `--once`"),
+        (
+            "docs/state-repo.md",
+            "## Validation and `infra-agent check`",
+        ),
+        (
+            "docs/state-repo.md",
+            "## Running steps: `infra-agent --once`",
+        ),
+    ] {
+        let doc = std::fs::read_to_string(root().join(page)).expect("the page exists");
+        documented.extend(first_column(&doc, heading));
+    }
+    for (name, value) in exit_codes() {
+        assert!(
+            documented.contains(&value.to_string()),
+            "exit code {name} = {value} has no row in the exit code tables of \
+             docs/running.md or docs/state-repo.md (found: {documented:?})"
+        );
+    }
+}
+
+#[test]
+fn the_guide_index_links_only_pages_that_exist() {
+    let dir = root().join("docs");
+    let index = std::fs::read_to_string(dir.join("README.md")).expect("docs/README.md exists");
+    let mut links = 0;
+    for target in index
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')'))
+    {
+        let file = target.0.split('#').next().expect("split yields one part");
+        if file.is_empty() || file.contains("://") {
+            continue;
+        }
+        links += 1;
+        assert!(
+            dir.join(file).exists(),
+            "docs/README.md links {file}, which does not exist"
+        );
+    }
+    assert!(links >= 8, "docs/README.md links only {links} pages");
 }

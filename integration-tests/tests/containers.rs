@@ -162,15 +162,28 @@ fn once_converges_a_state_repository() {
     // The original state of what it changed is recorded.
     host.exec_ok(&["test", "-d", "/var/lib/infra-agent/originals"]);
 
-    let before = host.snapshot(PATHS);
+    // A run in sync touches nothing it manages and records nothing new of the host's
+    // originals; it only records itself (status.json, history/).
+    let managed = &[PATHS, &["/var/lib/infra-agent/originals"]].concat();
+    let managed: Vec<&str> = managed
+        .iter()
+        .copied()
+        .filter(|p| *p != "/var/lib/infra-agent")
+        .collect();
+    let before = host.snapshot(&managed);
     let again = host.agent(&["--once", "--repo", "/srv/state"]);
     assert_code(&again, 0);
     assert!(again.stdout.contains("0 changed, 4 in sync"), "{again}");
     assert_eq!(
-        host.snapshot(PATHS),
+        host.snapshot(&managed),
         before,
         "a run in sync touches nothing"
     );
+    let status: serde_json::Value =
+        serde_json::from_str(&host.read_file("/var/lib/infra-agent/status.json"))
+            .expect("status.json is JSON");
+    assert_eq!(status["runs_total"], 2, "{status:#}");
+    assert_eq!(status["last_run"]["outcome"], "in_sync", "{status:#}");
 }
 
 #[test]
@@ -238,19 +251,35 @@ fn an_invalid_repository_is_refused_and_nothing_changes() {
         )],
     );
     host.copy_dir_in(repo.path(), "/srv/state");
-    let before = host.snapshot(PATHS);
+    let managed: Vec<&str> = PATHS
+        .iter()
+        .copied()
+        .filter(|p| !p.starts_with("/var/lib"))
+        .collect();
+    let before = host.snapshot(&managed);
     let run = host.agent(&["--once", "--repo", "/srv/state"]);
     assert_code(&run, 1);
     assert!(run.stderr.contains("roles/extra.toml"), "{run}");
     assert!(run.stderr.contains("mdoe"), "{run}");
     assert_eq!(
-        host.snapshot(PATHS),
+        host.snapshot(&managed),
         before,
         "a refused repository changes nothing"
     );
+    // Nothing was captured, since nothing was changed; the refusal itself is recorded.
     assert_eq!(
-        host.snapshot(&["/var/lib/infra-agent"])["/var/lib/infra-agent"],
+        host.snapshot(&["/var/lib/infra-agent/originals"])["/var/lib/infra-agent/originals"],
         "absent"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&host.read_file("/var/lib/infra-agent/status.json"))
+            .expect("status.json is JSON");
+    assert_eq!(status["last_run"]["outcome"], "not_applied", "{status:#}");
+    assert!(
+        status["last_run"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("mdoe")),
+        "{status:#}"
     );
 }
 

@@ -10,6 +10,16 @@ pub const FILE: &str = "infra.toml";
 /// The only format version this agent reads.
 pub const FORMAT: i64 = 1;
 
+/// Every key `infra.toml` accepts, tables' keys as `table.key`: the reference
+/// (docs/state-repo.md) has a row for each, which a test checks.
+pub const KEYS: &[&str] = &[
+    "format",
+    "min_agent_version",
+    "bootstrap",
+    "bootstrap.repository",
+    "bootstrap.branch",
+];
+
 /// Validated `infra.toml`.
 #[derive(Debug, Clone)]
 pub struct InfraToml {
@@ -127,6 +137,44 @@ pub fn parse(text: &str, agent: Version) -> Result<InfraToml, Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fields serde accepts, from its "unknown field" error, with `prefix`.
+    fn accepted<T: serde::de::DeserializeOwned + std::fmt::Debug>(prefix: &str) -> Vec<String> {
+        let err = toml::from_str::<T>("no_such_key_anywhere = 1\n")
+            .unwrap_err()
+            .to_string();
+        let list = err
+            .split_once("expected one of ")
+            .or_else(|| err.split_once("expected "))
+            .unwrap_or_else(|| panic!("no list of fields in: {err}"))
+            .1;
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|field| format!("{prefix}{field}"))
+            .collect()
+    }
+
+    #[test]
+    fn keys_are_exactly_what_the_parser_accepts() {
+        let mut parsed = accepted::<InfraSpec>("");
+        parsed.extend(accepted::<BootstrapSpec>("bootstrap."));
+        parsed.sort();
+        let mut keys: Vec<String> = KEYS.iter().map(|&k| k.to_owned()).collect();
+        keys.sort();
+        assert_eq!(keys, parsed);
+    }
+
+    #[test]
+    fn a_file_with_every_key_parses() {
+        let t = parse(
+            "format = 1\nmin_agent_version = \"0.1.0\"\n[bootstrap]\nrepository = \"git@h:r.git\"\nbranch = \"prod\"\n",
+            Version(0, 1, 0),
+        )
+        .unwrap();
+        assert_eq!(t.bootstrap.repository.as_deref(), Some("git@h:r.git"));
+        assert_eq!(t.bootstrap.branch, "prod");
+    }
 
     #[test]
     fn newer_min_version_is_refused_with_upgrade_hint() {

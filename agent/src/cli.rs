@@ -49,6 +49,10 @@ pub struct Cli {
     /// git server (a drift repair).
     #[arg(long, requires = "daemon_cycle", hide = true)]
     pub no_fetch: bool,
+    /// Internal, with --daemon-cycle: read the daemon's cached secrets as JSON on
+    /// standard input, and write what is cached after the run on standard output.
+    #[arg(long, requires = "daemon_cycle", hide = true)]
+    pub secrets_cache: bool,
     #[command(flatten)]
     pub common: Common,
 }

@@ -19,6 +19,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -44,12 +45,15 @@ pub struct Overrides {
     pub hostname: Option<String>,
 }
 
-/// What the daemon knows between converges: agent.toml, read at start and on SIGHUP.
+/// What the daemon knows between converges: agent.toml, read at start and on SIGHUP,
+/// and the secrets converges read, kept for `secrets_cache_ttl` seconds (in memory
+/// only; they reach the next converge through a pipe).
 #[derive(Debug)]
 struct Daemon {
     config: AgentConfig,
     origin: Origin,
     hostname: String,
+    secrets: Arc<crate::secrets::Cache>,
 }
 
 /// Runs the daemon until SIGTERM. Returns the exit code.
@@ -88,11 +92,37 @@ fn load(overrides: &Overrides) -> Result<Daemon> {
         (Some(h), _) | (None, Some(h)) => h.clone(),
         (None, None) => crate::this_hostname()?,
     };
+    let secrets = Arc::new(crate::secrets::Cache::default());
+    secrets.configure(&config);
     Ok(Daemon {
         config,
         origin,
         hostname,
+        secrets,
     })
+}
+
+/// Runs one converge; with a secrets cache, hands it the values still fresh and keeps
+/// what it read.
+fn run_cycle(
+    cmd: crate::process::Cmd,
+    cache: &crate::secrets::Cache,
+    keep_secrets: bool,
+) -> std::io::Result<Option<i32>> {
+    if !keep_secrets {
+        return crate::process::run_inheriting_output(&cmd);
+    }
+    let kept = serde_json::to_vec(&cache.export()).expect("cached values serialize");
+    let mut cmd = cmd.arg("--secrets-cache");
+    cmd.stdin = Some(kept);
+    let (code, out) = crate::process::run_with_pipes(&cmd)?;
+    match serde_json::from_slice(&out) {
+        Ok(kept) => cache.import(kept),
+        // A converge that stopped early says nothing: keep what the cache had.
+        Err(_) if out.is_empty() => {}
+        Err(e) => log::warn!("the converge's cached secrets could not be read back: {e}"),
+    }
+    Ok(code)
 }
 
 /// The program to run converges with: the path this process was started as (after a
@@ -154,7 +184,9 @@ async fn main_loop(mut daemon: Daemon, overrides: Overrides, notifier: Notifier)
         notifier.status(&format!("converging ({trigger})")).ok();
         let stop_file = daemon.config.state_dir.join(STOP_FILE);
         let cmd = cycle_command(&overrides, trigger);
-        let work = tokio::task::spawn_blocking(move || crate::process::run_inheriting_output(&cmd));
+        let cache = Arc::clone(&daemon.secrets);
+        let keep_secrets = daemon.config.secrets_cache_ttl > 0;
+        let work = tokio::task::spawn_blocking(move || run_cycle(cmd, &cache, keep_secrets));
         tokio::pin!(work);
         let mut again = false;
         let mut stopping = false;
@@ -231,8 +263,11 @@ fn watched(config: &AgentConfig) -> Vec<PathBuf> {
 /// Re-reads agent.toml (SIGHUP); a file that no longer loads keeps the old settings.
 fn reload(daemon: &mut Daemon, overrides: &Overrides) {
     match load(overrides) {
-        Ok(fresh) => {
+        Ok(mut fresh) => {
             log::info!("SIGHUP: agent.toml read again");
+            // Cached secrets survive a reload unless the backend settings changed.
+            daemon.secrets.configure(&fresh.config);
+            fresh.secrets = Arc::clone(&daemon.secrets);
             *daemon = fresh;
         }
         Err(e) => log::error!("SIGHUP: agent.toml not reloaded, keeping the old settings: {e:#}"),

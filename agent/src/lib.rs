@@ -108,6 +108,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
                     cli::CycleTrigger::Drift => status::Trigger::Drift,
                 }),
                 fetch: !cli.no_fetch,
+                secrets_cache: cli.secrets_cache,
             };
             once::once(&args, &host, &config, &mut out, &mut err)?
         }

@@ -13,6 +13,10 @@ use crate::report;
 
 /// Everything a `--once` run needs to know.
 #[derive(Debug)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "they mirror command-line flags one to one"
+)]
 pub struct OnceArgs {
     pub origin: Origin,
     pub hostname: String,
@@ -24,6 +28,8 @@ pub struct OnceArgs {
     pub daemon_cycle: Option<Trigger>,
     /// Ask the git server for its tip (false: re-apply the applied commit).
     pub fetch: bool,
+    /// Exchange cached secrets with the daemon over stdin and stdout.
+    pub secrets_cache: bool,
 }
 
 /// Where a converge the daemon started records the paths to watch for hand edits.
@@ -74,7 +80,19 @@ pub fn once(
     if args.daemon_cycle.is_some() {
         crate::journal::init(false);
         options.stop_file = Some(config.state_dir.join(STOP_FILE));
+        if args.secrets_cache {
+            runner.secrets.configure(config);
+            let mut input = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)
+                .context("cannot read the daemon's cached secrets")?;
+            let kept: Vec<crate::secrets::Kept> = serde_json::from_slice(&input)
+                .context("the daemon's cached secrets are not valid JSON")?;
+            runner.secrets.import(kept);
+        }
         let cycle = runner.cycle(host, &options);
+        if args.secrets_cache {
+            serde_json::to_writer(&mut *out, &runner.secrets.export())?;
+        }
         crate::daemon::log_cycle(&cycle);
         record_watched(&config.state_dir, &cycle.watched);
         return Ok(cycle.exit_code);

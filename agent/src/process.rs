@@ -130,6 +130,24 @@ pub fn run_inheriting_output(cmd: &Cmd) -> std::io::Result<Option<i32>> {
     Ok(command.status()?.code())
 }
 
+/// Runs a command with `cmd.stdin` on its standard input, its standard output
+/// captured and its standard error shared with this process; returns its exit code and
+/// what it wrote on standard output. The daemon hands cached secrets to a converge and
+/// takes them back this way: through pipes only.
+pub fn run_with_pipes(cmd: &Cmd) -> std::io::Result<(Option<i32>, Vec<u8>)> {
+    let mut command = command(cmd);
+    command.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = command.spawn()?;
+    if let Some(mut pipe) = child.stdin.take() {
+        let input = cmd.stdin.clone().unwrap_or_default();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let output = child.wait_with_output()?;
+    Ok((output.status.code(), output.stdout))
+}
+
 /// The program, its arguments and environment, as every process the agent starts gets
 /// them.
 fn command(cmd: &Cmd) -> std::process::Command {

@@ -228,7 +228,7 @@ pub struct Runner {
     pub hostname: String,
     mirror: Option<Mirror>,
     /// Secrets kept between cycles (agent.toml `secrets_cache_ttl`), in memory only.
-    secrets: Arc<secrets::Cache>,
+    pub secrets: Arc<secrets::Cache>,
 }
 
 /// What a cycle decided to apply, loaded: a commit, or a directory as it is.

@@ -398,13 +398,14 @@ fn the_daemon_under_systemd_follows_pushes_reverts_hand_edits_and_survives_a_res
     host.write_file(
         "/usr/local/bin/fake-op",
         format!(
-            "#!/bin/sh\n[ \"$OP_SERVICE_ACCOUNT_TOKEN\" = tok ] || {{ echo 'no token' >&2; exit 1; }}\n[ \"$3\" = op://lab/db/password ] || {{ echo \"isn't an item\" >&2; exit 1; }}\nprintf %s {SECRET}\n"
+            "#!/bin/sh\necho \"$3\" >>/run/fake-op.calls\n[ \"$OP_SERVICE_ACCOUNT_TOKEN\" = tok ] || {{ echo 'no token' >&2; exit 1; }}\n[ \"$3\" = op://lab/db/password ] || {{ echo \"isn't an item\" >&2; exit 1; }}\nprintf %s {SECRET}\n"
         ),
     );
     host.exec_ok(&["chmod", "0755", "/usr/local/bin/fake-op"]);
     host.write_file("/etc/infra-agent/op-token", "tok\n");
     host.exec_ok(&["chmod", "0600", "/etc/infra-agent/op-token"]);
-    let secrets = "secrets_backend = \"op\"\nop_path = \"/usr/local/bin/fake-op\"\n";
+    // The daemon keeps what converges read for an hour: 1Password is asked once.
+    let secrets = "secrets_backend = \"op\"\nop_path = \"/usr/local/bin/fake-op\"\nsecrets_cache_ttl = 3600\n";
     host.write_file(
         "/etc/infra-agent/agent.toml",
         agent_toml(&git, &format!("interval = 3\nsplay = 0\n{secrets}")),
@@ -440,6 +441,16 @@ fn the_daemon_under_systemd_follows_pushes_reverts_hand_edits_and_survives_a_res
         "journalctl --no-pager -o verbose | grep -c {SECRET} || true; grep -rl {SECRET} /var/lib/infra-agent {TEXTFILE_DIR} || true"
     ));
     assert_eq!(everywhere.trim(), "0", "the secret leaked: {everywhere}");
+    // Later cycles (every 3 s) take the value from the daemon's cache.
+    let runs = status_or_null(&host)["runs_total"].as_u64().unwrap_or(0);
+    wait_for("two more cycles", Duration::from_secs(20), || {
+        status_or_null(&host)["runs_total"].as_u64().unwrap_or(0) >= runs + 2
+    });
+    assert_eq!(
+        host.read_file("/run/fake-op.calls"),
+        "op://lab/db/password\n",
+        "one read of the secret over several cycles"
+    );
 
     // A push converges within one interval (3 s) plus the cycle itself.
     work.write(

@@ -384,6 +384,46 @@ impl Cache {
         state.values.retain(|_, (_, at)| at.elapsed() < ttl);
     }
 
+    /// The values still fresh, with their age, for the daemon to keep while a converge
+    /// it started ends (the converge runs in a child process; see daemon.rs). The only
+    /// way a value leaves this type: through a pipe between the two, never to disk.
+    #[must_use]
+    pub fn export(&self) -> Vec<Kept> {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state
+            .values
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() < state.ttl)
+            .map(|(reference, (value, at))| Kept {
+                reference: reference.clone(),
+                value: value.expose().to_owned(),
+                age_ms: u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX),
+            })
+            .collect()
+    }
+
+    /// Takes values a previous converge read (see [`Cache::export`]); call after
+    /// [`Cache::configure`], whose time to live decides what is still fresh.
+    pub fn import(&self, kept: Vec<Kept>) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ttl = state.ttl;
+        let now = Instant::now();
+        for k in kept {
+            let age = Duration::from_millis(k.age_ms);
+            if age < ttl
+                && let Some(at) = now.checked_sub(age)
+            {
+                state.values.insert(k.reference, (Secret::new(k.value), at));
+            }
+        }
+    }
+
     fn get(&self, reference: &str) -> Option<Secret> {
         let state = self
             .state
@@ -406,6 +446,24 @@ impl Cache {
                 .values
                 .insert(reference.to_owned(), (value.clone(), Instant::now()));
         }
+    }
+}
+
+/// A cached value on its way between the daemon and the converge it starts.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Kept {
+    pub reference: String,
+    pub value: String,
+    pub age_ms: u64,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kept")
+            .field("reference", &self.reference)
+            .field("value", &"<secret>")
+            .field("age_ms", &self.age_ms)
+            .finish()
     }
 }
 

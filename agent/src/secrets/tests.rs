@@ -183,6 +183,49 @@ fn the_cache_keeps_values_between_runs_for_its_time() {
 }
 
 #[test]
+fn cached_values_cross_to_the_next_process_and_expire() {
+    let backend = table();
+    let config = AgentConfig {
+        secrets_cache_ttl: 60,
+        ..AgentConfig::default()
+    };
+    // One converge (a process of its own) reads the value...
+    let first = Arc::new(Cache::default());
+    first.configure(&config);
+    Resolver::new(Some(backend.clone()), Arc::clone(&first))
+        .resolve("op://v/i/f")
+        .unwrap();
+    let kept = first.export();
+    assert_eq!(kept.len(), 1);
+    assert!(!format!("{kept:?}").contains(&kept[0].value), "{kept:?}");
+    // ...the daemon keeps it and hands it to the next, which reads nothing.
+    let daemon = Cache::default();
+    daemon.configure(&config);
+    daemon.import(kept);
+    let next = Arc::new(Cache::default());
+    next.configure(&config);
+    next.import(daemon.export());
+    Resolver::new(Some(backend.clone()), Arc::clone(&next))
+        .resolve("op://v/i/f")
+        .unwrap();
+    assert_eq!(backend.reads.lock().unwrap().len(), 1);
+    // A value older than the time to live is not taken; with no time to live nothing
+    // is exported at all.
+    let stale = Cache::default();
+    stale.configure(&config);
+    stale.import(vec![Kept {
+        reference: "op://v/i/f".to_owned(),
+        value: "x".to_owned(),
+        age_ms: 61_000,
+    }]);
+    assert!(stale.export().is_empty());
+    let off = Cache::default();
+    off.configure(&AgentConfig::default());
+    off.import(next.export());
+    assert!(off.export().is_empty());
+}
+
+#[test]
 fn no_backend_names_the_key_to_set() {
     let e = Resolver::default()
         .resolve_all(&["op://v/i/f".to_owned()])

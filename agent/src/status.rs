@@ -652,7 +652,10 @@ impl StateFiles {
         if let Err(e) = self.save_status(status) {
             warnings.push(e.to_string());
         }
+        // node_exporter's directory exists only where node_exporter is installed: a
+        // host without it gets no textfile and no warning (docs/agent-config.md).
         if let Some(dir) = &config.textfile_dir
+            && dir.is_dir()
             && let Err(e) = crate::metrics::write_textfile(dir, status)
         {
             warnings.push(e.to_string());
@@ -1145,7 +1148,7 @@ fn refresh_textfile(
     files: &StateFiles,
     err: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let Some(dir) = &config.textfile_dir else {
+    let Some(dir) = config.textfile_dir.as_ref().filter(|d| d.is_dir()) else {
         return Ok(());
     };
     let (status, _) = files.load_status();

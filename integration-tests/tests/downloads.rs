@@ -196,11 +196,15 @@ mode = "0755"
         ),
     );
     let bad = once(&host);
-    assert_code(&bad, 4);
+    // The new role replaces the old one: the downloads of the old role are rolled back
+    // (changes), the bad one fails: exit 6.
+    assert_code(&bad, 6);
     assert_says(
         &bad,
         &format!("has sha256 {tool}, but the step says {wrong}; nothing was written"),
     );
+    assert_says(&bad, "~ remove /usr/local/bin/tool");
+    assert!(!host.exec(&["test", "-e", "/usr/local/bin/tool"]).success());
     assert!(!host.exec(&["test", "-e", "/usr/local/bin/bad"]).success());
     assert_eq!(leftovers(&host), "");
 }

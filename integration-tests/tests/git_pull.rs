@@ -423,13 +423,22 @@ fn the_daemon_under_systemd_follows_pushes_reverts_hand_edits_and_survives_a_res
         applied(&host) == a
     });
     assert_eq!(host.read_file("/etc/infra-marker"), "base\n");
-    let prom = host.read_file(&format!("{TEXTFILE_DIR}/infra_agent.prom"));
-    assert!(prom.contains(&format!("commit=\"{a}\"")), "{prom}");
-    // The journal has the run, with the commit as a field.
-    let journal = host.sh(&format!(
-        "journalctl -u infra-agent --no-pager -o cat INFRA_COMMIT={a}"
-    ));
-    assert!(journal.contains("changed"), "{journal}");
+    // The textfile is written just after status.json.
+    wait_for("the textfile names A", Duration::from_secs(10), || {
+        host.exec(&["cat", &format!("{TEXTFILE_DIR}/infra_agent.prom")])
+            .stdout
+            .contains(&format!("commit=\"{a}\""))
+    });
+    // The journal has the run, with the commit as a field (the converge logs its
+    // lines just after it records the run, so give them a moment to arrive).
+    let journal = || {
+        host.sh(&format!(
+            "journalctl -u infra-agent --no-pager -o cat INFRA_COMMIT={a}"
+        ))
+    };
+    wait_for("the run in the journal", Duration::from_secs(10), || {
+        journal().contains("changed")
+    });
     // The secret reached its file (0600) and nothing else: not the journal (every
     // field of every entry), not status, history, the textfile or the state directory.
     assert_eq!(
@@ -463,7 +472,10 @@ fn the_daemon_under_systemd_follows_pushes_reverts_hand_edits_and_survives_a_res
         host.exec(&["cat", "/etc/infra-marker"]).stdout == "pushed\n"
     });
     eprintln!("a push converged after {took:?}");
-    assert_eq!(applied(&host), b);
+    // The run records itself just after it applied.
+    wait_for("the push is recorded", Duration::from_secs(10), || {
+        applied(&host) == b
+    });
 
     // Hand edits: with a long interval (reloaded through SIGHUP), only the drift watch
     // can repair the file within seconds.
@@ -481,11 +493,16 @@ fn the_daemon_under_systemd_follows_pushes_reverts_hand_edits_and_survives_a_res
         host.exec(&["cat", "/etc/infra-marker"]).stdout == "pushed\n"
     });
     eprintln!("a hand edit was reverted after {took:?}");
+    wait_for("the drift run is recorded", Duration::from_secs(10), || {
+        status_or_null(&host)["last_run"]["trigger"] == "drift"
+    });
     let st = status_or_null(&host);
-    assert_eq!(st["last_run"]["trigger"], "drift", "{st:#}");
     assert!(st["drift_events"].as_u64().unwrap_or(0) >= 1, "{st:#}");
-    let prom = host.read_file(&format!("{TEXTFILE_DIR}/infra_agent.prom"));
-    assert!(!prom.contains("infra_agent_drift_events_total 0"), "{prom}");
+    wait_for("the drift in the textfile", Duration::from_secs(10), || {
+        let prom = host.read_file(&format!("{TEXTFILE_DIR}/infra_agent.prom"));
+        prom.contains("infra_agent_drift_events_total")
+            && !prom.contains("infra_agent_drift_events_total 0")
+    });
 
     // A restart during a package transaction leaves dpkg consistent: the agent finishes
     // the step it is in (the transaction runs in its own unit), then stops.

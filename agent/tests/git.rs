@@ -147,7 +147,10 @@ fn plain_paths_to_repositories_are_remotes_too() {
     );
     let plain = tmp.path().join("plain");
     fs_err::create_dir(&plain).unwrap();
-    assert!(git::is_git_location(origin.to_str().unwrap()));
+    // A checkout named by its path is read as a directory (edits included); its
+    // commits are read through file:// or by a Remote made from the path.
+    assert!(!git::is_git_location(origin.to_str().unwrap()));
+    assert!(git::is_git_location(&file_url(&origin)));
     assert!(git::is_git_location(bare.to_str().unwrap()));
     assert!(!git::is_git_location(plain.to_str().unwrap()));
 

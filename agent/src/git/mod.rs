@@ -54,15 +54,20 @@ impl Remote {
     }
 }
 
-/// Whether `s` names a git repository: a URL (`ssh://`, `https://`, `http://`,
-/// `git://`, `file://`), an scp-like `user@host:path`, or a plain path to a git
-/// repository (bare or not). A plain directory without `.git` is not: it is read as a
-/// working tree. Looks at the file system only; libgit2 is not touched.
+/// Whether `s` names a git repository to read commit trees from: a URL (`ssh://`,
+/// `https://`, `http://`, `git://`, `file://`), an scp-like `user@host:path`, or a
+/// plain path to a bare repository. Any other directory — a checkout with its `.git`
+/// included — is read as it is, uncommitted edits included (DESIGN.md: `--repo DIR`);
+/// `file:///path/to/checkout` reads a checkout's commits instead. Looks at the file
+/// system only; libgit2 is not touched.
 #[must_use]
 pub fn is_git_location(s: &str) -> bool {
     match url::Location::parse(s) {
         Ok(Some(_)) | Err(_) => true,
-        Ok(None) => url::is_repository_dir(Path::new(s)),
+        Ok(None) => {
+            let path = Path::new(s);
+            !path.join(".git").exists() && url::is_repository_dir(path)
+        }
     }
 }
 
@@ -447,9 +452,12 @@ mod tests {
         assert!(!is_git_location(
             dir.path().join("missing").to_str().unwrap()
         ));
+        // A checkout is a directory like any other: read as it is, edits included.
         let work = dir.path().join("work");
         fs_err::create_dir_all(work.join(".git")).unwrap();
-        assert!(is_git_location(work.to_str().unwrap()));
+        assert!(!is_git_location(work.to_str().unwrap()));
+        let file_url = format!("file://{}", work.display());
+        assert!(is_git_location(&file_url));
         let bare = dir.path().join("bare.git");
         fs_err::create_dir_all(bare.join("objects")).unwrap();
         fs_err::create_dir_all(bare.join("refs")).unwrap();

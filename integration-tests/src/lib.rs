@@ -123,3 +123,54 @@ pub fn write_tree(root: &Path, files: &[(&str, &str)]) {
         std::fs::write(&full, text).unwrap_or_else(|e| panic!("write {}: {e}", full.display()));
     }
 }
+
+/// A `first_boot`-like role for the bootstrap and staging tests: the admin user
+/// (`data.admin.user`) with `keys_expr` as its authorized keys (a TOML value, e.g.
+/// `{ data = "admin.keys" }`), sudo without a password, and the sshd lockdown drop-in
+/// (validated, reloading ssh).
+#[must_use]
+pub fn first_boot_role(keys_expr: &str) -> String {
+    format!(
+        r#"
+[[step]]
+id = "admin-user"
+type = "user"
+name = "{{{{data.admin.user}}}}"
+shell = "/bin/bash"
+groups = ["sudo"]
+
+[[step]]
+id = "admin-keys"
+type = "authorized_keys"
+user = "{{{{data.admin.user}}}}"
+keys = {keys_expr}
+requires = ["admin-user"]
+
+[[step]]
+id = "sudoers"
+type = "file"
+path = "/etc/sudoers.d/90-infra-admin"
+content = "{{{{data.admin.user}}}} ALL=(ALL:ALL) NOPASSWD: ALL\n"
+mode = "0440"
+validate = ["visudo", "-cf", "{{path}}"]
+requires = ["admin-user"]
+
+[[step]]
+id = "sshd-dropin"
+type = "file"
+path = "/etc/ssh/sshd_config.d/00-infra.conf"
+content = "PasswordAuthentication no\nPermitRootLogin prohibit-password\n"
+mode = "0644"
+validate = ["sshd", "-t", "-f", "{{path}}"]
+requires = ["admin-keys", "sudoers"]
+notify = ["sshd"]
+
+[[step]]
+id = "sshd"
+type = "service"
+name = "ssh"
+state = "running"
+on_notify = "reload"
+"#
+    )
+}

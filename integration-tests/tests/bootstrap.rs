@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::git_server::GitServer;
 use integration_tests::process::{self, Output};
-use integration_tests::{Network, TestHost, binary, write_tree};
+use integration_tests::{Network, TestHost, binary, first_boot_role, write_tree};
 
 const ROOT_PASSWORD: &str = "provider-root-pw";
 /// The password of the image's sudo user `debian` (lab-02's second life).
@@ -65,54 +65,6 @@ fn key_pair(dir: &Path, name: &str) -> (PathBuf, String) {
     (key, public.trim().to_owned())
 }
 
-/// The first_boot-like role: the admin with `keys_expr` as its authorized keys, sudo
-/// without password, and the sshd lockdown.
-fn first_boot(keys_expr: &str) -> String {
-    format!(
-        r#"
-[[step]]
-id = "admin-user"
-type = "user"
-name = "{{{{data.admin.user}}}}"
-shell = "/bin/bash"
-groups = ["sudo"]
-
-[[step]]
-id = "admin-keys"
-type = "authorized_keys"
-user = "{{{{data.admin.user}}}}"
-keys = {keys_expr}
-requires = ["admin-user"]
-
-[[step]]
-id = "sudoers"
-type = "file"
-path = "/etc/sudoers.d/90-infra-admin"
-content = "{{{{data.admin.user}}}} ALL=(ALL:ALL) NOPASSWD: ALL\n"
-mode = "0440"
-validate = ["visudo", "-cf", "{{path}}"]
-requires = ["admin-user"]
-
-[[step]]
-id = "sshd-dropin"
-type = "file"
-path = "/etc/ssh/sshd_config.d/00-infra.conf"
-content = "PasswordAuthentication no\nPermitRootLogin prohibit-password\n"
-mode = "0644"
-validate = ["sshd", "-t", "-f", "{{path}}"]
-requires = ["admin-keys", "sudoers"]
-notify = ["sshd"]
-
-[[step]]
-id = "sshd"
-type = "service"
-name = "ssh"
-state = "running"
-on_notify = "reload"
-"#
-    )
-}
-
 /// The state repository: lab-01 gets the right `first_boot`, lab-02 one that installs
 /// `wrong_key` instead of data.admin.keys.
 fn state_repo(dir: &Path, url: &str, admin_keys: &[&str], wrong_key: &str) {
@@ -137,11 +89,11 @@ fn state_repo(dir: &Path, url: &str, admin_keys: &[&str], wrong_key: &str) {
             ),
             (
                 "roles/first_boot.toml",
-                &first_boot("{ data = \"admin.keys\" }"),
+                &first_boot_role("{ data = \"admin.keys\" }"),
             ),
             (
                 "roles/first_boot_wrong.toml",
-                &first_boot(&format!("[\"{wrong_key}\"]")),
+                &first_boot_role(&format!("[\"{wrong_key}\"]")),
             ),
         ],
     );

@@ -82,47 +82,7 @@ fn key_pair(dir: &Path) -> (PathBuf, String) {
 /// The first_boot-like role (admin, key, sudo, sshd lockdown) and a `site` role with
 /// a file and a template whose content depends on the host.
 fn state_repo(dir: &Path, media: &str, ha: &str, admin_key: &str) {
-    let first_boot = r#"
-[[step]]
-id = "admin-user"
-type = "user"
-name = "{{data.admin.user}}"
-shell = "/bin/bash"
-groups = ["sudo"]
-
-[[step]]
-id = "admin-keys"
-type = "authorized_keys"
-user = "{{data.admin.user}}"
-keys = { data = "admin.keys" }
-requires = ["admin-user"]
-
-[[step]]
-id = "sudoers"
-type = "file"
-path = "/etc/sudoers.d/90-infra-admin"
-content = "{{data.admin.user}} ALL=(ALL:ALL) NOPASSWD: ALL\n"
-mode = "0440"
-validate = ["visudo", "-cf", "{path}"]
-requires = ["admin-user"]
-
-[[step]]
-id = "sshd-dropin"
-type = "file"
-path = "/etc/ssh/sshd_config.d/00-infra.conf"
-content = "PasswordAuthentication no\nPermitRootLogin prohibit-password\n"
-mode = "0644"
-validate = ["sshd", "-t", "-f", "{path}"]
-requires = ["admin-keys", "sudoers"]
-notify = ["sshd"]
-
-[[step]]
-id = "sshd"
-type = "service"
-name = "ssh"
-state = "running"
-on_notify = "reload"
-"#;
+    let first_boot = integration_tests::first_boot_role("{ data = \"admin.keys\" }");
     let site = r#"
 [[step]]
 id = "site-dir"
@@ -164,7 +124,7 @@ mode = "0644"
                 "group_data/home_automation.toml",
                 "purpose = \"home automation\"\n",
             ),
-            ("roles/first_boot.toml", first_boot),
+            ("roles/first_boot.toml", &first_boot),
             ("roles/site.toml", site),
             (
                 "templates/site.conf.hbs",

@@ -23,10 +23,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Run only these step ids and what they require (transitively).
     pub only: Vec<String>,
-    /// Set by the daemon on SIGTERM: the step running finishes, the rest are skipped.
-    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-    /// The same, across processes: the daemon creates this file when it must stop
-    /// while a converge it started runs (checked before each step).
+    /// Created by the daemon on SIGTERM while a converge it started runs (checked
+    /// before each step): the step running finishes, the rest are skipped.
     pub stop_file: Option<std::path::PathBuf>,
 }
 
@@ -207,12 +205,7 @@ pub fn run(catalog: &Catalog, ctx: &Ctx<'_>, options: &Options) -> Result<RunRep
         if selected.as_ref().is_some_and(|s| !s.contains(&step.id)) {
             continue;
         }
-        stopped = stopped
-            || options
-                .stop
-                .as_ref()
-                .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
-            || options.stop_file.as_ref().is_some_and(|f| f.exists());
+        stopped = stopped || options.stop_file.as_ref().is_some_and(|f| f.exists());
         let report = if stopped {
             skipped(
                 step,

@@ -11,7 +11,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::catalog::{self, Catalog};
@@ -70,9 +69,8 @@ pub struct CycleOptions {
     pub allow_rewind: bool,
     /// Ask the remote for its tip; `false` re-applies the applied commit (drift repair).
     pub fetch: bool,
-    /// Set when the agent must stop: the engine finishes the current step, then stops.
-    pub stop: Option<Arc<AtomicBool>>,
-    /// A file whose existence means the same (the daemon's converge runs in a child).
+    /// A file whose existence means the agent must stop: the engine finishes the
+    /// current step, then stops (the daemon's converge runs in a child process).
     pub stop_file: Option<PathBuf>,
 }
 
@@ -85,7 +83,6 @@ impl CycleOptions {
             only: Vec::new(),
             allow_rewind: false,
             fetch: true,
-            stop: None,
             stop_file: None,
         }
     }
@@ -189,7 +186,6 @@ pub fn apply(
     let engine_options = engine::Options {
         dry_run: options.dry_run,
         only: options.only.clone(),
-        stop: options.stop.clone(),
         stop_file: options.stop_file.clone(),
     };
     let mut report = engine::run(&prepared.catalog, &ctx, &engine_options)?;

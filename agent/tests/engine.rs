@@ -158,6 +158,37 @@ fn output(code: i32, stderr: &str) -> CmdOutput {
 // Failures and requires
 
 #[test]
+fn a_stop_file_skips_the_steps_not_yet_run_and_says_why() {
+    let fx = Fixture::new(
+        "[[step]]\nid = \"A\"\ntype = \"file\"\npath = \"/etc/a\"\ncontent = \"a\\n\"\n\n[[step]]\nid = \"B\"\ntype = \"file\"\npath = \"/etc/b\"\ncontent = \"b\\n\"\n",
+    );
+    let host = FakeHost::new().with_dir("/etc", 0o755);
+    let stop = fx.dir.path().join("stop");
+    let options = Options {
+        stop_file: Some(stop.clone()),
+        ..Default::default()
+    };
+    // No stop file: everything runs.
+    let report = fx.run_with(&host, &options).expect("the run starts");
+    assert!(!report.stopped);
+    expect_statuses(&report, &[("A", Status::Changed), ("B", Status::Changed)]);
+    // The daemon asked to stop: nothing more is started, and the report says so.
+    std::fs::write(&stop, "").unwrap();
+    let host = FakeHost::new().with_dir("/etc", 0o755);
+    let report = fx.run_with(&host, &options).expect("the run starts");
+    assert!(report.stopped);
+    expect_statuses(&report, &[("A", Status::Skipped), ("B", Status::Skipped)]);
+    assert!(
+        step(&report, "B")
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("stopping")),
+        "{report:?}"
+    );
+    assert_eq!(content(&host, "/etc/a"), None);
+}
+
+#[test]
 fn a_failed_step_skips_its_dependents_transitively_and_nothing_else() {
     let fx = Fixture::new(
         r#"

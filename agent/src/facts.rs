@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+/// The file a package creates when it needs the machine rebooted (Debian's
+/// `update-notifier-common` convention, also written by kernel and libc packages).
+pub const REBOOT_REQUIRED: &str = "/run/reboot-required";
+
 /// The facts of one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Facts {

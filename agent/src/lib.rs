@@ -4,6 +4,7 @@
 //! tests drive the same code.
 
 pub mod catalog;
+pub mod catalog_cache;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -87,7 +88,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         }
         None if cli.once => {
             let config = load_config(cli, &mut err)?;
-            let host = host::RealHost::new();
+            let host = host::RealHost::new().with_packages_cache(&config.state_dir, !cli.dry_run);
             let (origin, hostname) = once::resolve(
                 cli.common.repo.as_ref(),
                 cli.common.hostname.as_deref(),

@@ -30,7 +30,7 @@ pub fn write_textfile(dir: &Path, status: &Status) -> std::io::Result<()> {
         ));
     }
     let path = dir.join(TEXTFILE_NAME);
-    crate::status::write_atomic(&path, render(status).as_bytes()).map_err(|e| {
+    crate::status::write_atomic(&path, render(status).as_bytes(), crate::status::Durability::Replaced).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!(

@@ -31,16 +31,15 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::resource::download::sha256_hex;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::catalog::Catalog;
 use crate::diff;
 use crate::engine::{Options, RunReport, Status, StepReport};
-use crate::host::{self, Host, Kind};
+use crate::host::{self, Host, Kind, Stamp};
 use crate::originals::{Originals, Record};
 use crate::resource::lockout::{self, Proposal};
 use crate::resource::{self, Change, ChangeKind, Ctx, service};
@@ -132,7 +131,16 @@ pub struct Entry {
     /// The step's content is secret: a rollback never shows it in a diff.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
+    /// The file's [`Stamp`] when its `sha256` was taken: the next run that finds the
+    /// same stamp keeps the sum without reading the file again. Only a stamp of a file
+    /// that had not changed for [`STAMP_MARGIN`] is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<Stamp>,
 }
+
+/// How long a file must have been left alone before its stamp vouches for its content:
+/// well over the coarsest clock tick file times are taken with.
+pub const STAMP_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A path as the agent left it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,6 +436,7 @@ fn record_catalog(
 ) -> (BTreeMap<String, Entry>, BTreeSet<String>) {
     let mut next = BTreeMap::new();
     let mut current = BTreeSet::new();
+    let now = std::time::SystemTime::now();
     for (step, done) in catalog.steps.iter().zip(ran) {
         let Some(desired) = &step.desired else {
             continue;
@@ -436,7 +445,7 @@ fn record_catalog(
         for (path, sensitive) in managed_paths(desired) {
             current.insert(path.clone());
             let observed = if settled {
-                match observe(host, Path::new(&path)) {
+                match observe_for_record(host, Path::new(&path), previous.get(&path), now) {
                     Ok(left) => Some(left),
                     Err(e) => {
                         warnings.push(format!(
@@ -450,12 +459,13 @@ fn record_catalog(
                 None
             };
             match observed {
-                Some(left) => {
+                Some((left, stamp)) => {
                     let entry = Entry {
                         left,
                         step: step.name(),
                         source: format!("{}:{}", step.file, step.line),
                         sensitive,
+                        stamp,
                     };
                     next.insert(path, entry);
                 }
@@ -692,6 +702,32 @@ fn mentions(text: &str, user: &str) -> bool {
         .any(|word| word == user)
 }
 
+/// A path's current state for the record, with the stamp to keep beside it. A file
+/// whose stamp equals the one recorded with its previous entry keeps that entry's sum
+/// unread: on a converged host that is every file, so a run does not read and hash
+/// again the files it has just compared.
+fn observe_for_record(
+    host: &dyn Host,
+    path: &Path,
+    previous: Option<&Entry>,
+    now: std::time::SystemTime,
+) -> Result<(Left, Option<Stamp>), host::Error> {
+    let Some(stamp) = host.stamp(path)? else {
+        return Ok((observe(host, path)?, None));
+    };
+    if let Some(prev) = previous
+        && prev.stamp == Some(stamp)
+        && matches!(prev.left, Left::File { .. })
+    {
+        return Ok((prev.left.clone(), Some(stamp)));
+    }
+    // The stamp is taken before the read: a write in between moves the change time
+    // past it, and the next run reads the file again.
+    let left = observe(host, path)?;
+    let vouches = matches!(left, Left::File { .. }) && stamp.changed_before(now, STAMP_MARGIN);
+    Ok((left, vouches.then_some(stamp)))
+}
+
 /// A path's current state, in the terms of the record.
 fn observe(host: &dyn Host, path: &Path) -> Result<Left, host::Error> {
     Ok(match host.lstat(path)? {
@@ -707,14 +743,6 @@ fn observe(host: &dyn Host, path: &Path) -> Result<Left, host::Error> {
             Kind::Other => Left::Other,
         },
     })
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(64);
-    for b in Sha256::digest(bytes) {
-        write!(out, "{b:02x}").expect("writing to a String cannot fail, because it only allocates");
-    }
-    out
 }
 
 /// What to do with one path that left the catalog.
@@ -1605,6 +1633,137 @@ mod tests {
         let again = converge(&host, &b);
         assert!(rollbacks(&again).is_empty(), "{:#?}", again.steps);
         assert_eq!(again.exit_code(), 0);
+    }
+
+    fn stamp(ctime_ns: i128) -> Stamp {
+        Stamp {
+            ino: 7,
+            size: 5,
+            mtime_ns: ctime_ns,
+            ctime_ns,
+        }
+    }
+
+    fn entry(left: Left, stamp: Option<Stamp>) -> Entry {
+        Entry {
+            left,
+            step: "keep".to_owned(),
+            source: "roles/r.toml:1".to_owned(),
+            sensitive: false,
+            stamp,
+        }
+    }
+
+    #[test]
+    fn an_unchanged_stamp_keeps_the_recorded_sum_unread() {
+        let path = Path::new("/srv/keep");
+        let host = FakeHost::new().with_file(path, "now\n", 0o644);
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let old = stamp(500_000 * 1_000_000_000);
+        let recorded = Left::File {
+            sha256: "sum recorded before".to_owned(),
+        };
+        let actual = Left::File {
+            sha256: sha256_hex(b"now\n"),
+        };
+
+        // No stamp from the host: the file is read, and no stamp is kept.
+        let prev = entry(recorded.clone(), Some(old));
+        let got = observe_for_record(&host, path, Some(&prev), now).unwrap();
+        assert_eq!(got, (actual.clone(), None));
+
+        // The same stamp as recorded: the recorded sum stands (the file was not read,
+        // or the sum would be the content's).
+        host.set_stamp(path, old);
+        let got = observe_for_record(&host, path, Some(&prev), now).unwrap();
+        assert_eq!(got, (recorded.clone(), Some(old)));
+
+        // A record without a stamp, or with another one: read, and the old stamp is kept.
+        for prev in [
+            entry(recorded.clone(), None),
+            entry(recorded.clone(), Some(stamp(1))),
+        ] {
+            let got = observe_for_record(&host, path, Some(&prev), now).unwrap();
+            assert_eq!(got, (actual.clone(), Some(old)));
+        }
+        let got = observe_for_record(&host, path, None, now).unwrap();
+        assert_eq!(got, (actual.clone(), Some(old)));
+
+        // A file changed within the margin is read, and its stamp is not kept: it may
+        // change again within the same clock tick.
+        let fresh = stamp(1_000_000 * 1_000_000_000 - 1_000_000);
+        host.set_stamp(path, fresh);
+        let prev = entry(recorded.clone(), Some(old));
+        let got = observe_for_record(&host, path, Some(&prev), now).unwrap();
+        assert_eq!(got, (actual, None));
+    }
+
+    #[test]
+    fn the_record_keeps_stamps_and_a_second_run_uses_them() {
+        let host = FakeHost::new().with_dir("/srv", 0o755);
+        let keep = catalog(&file("keep", "/srv/keep", "kept\\n"));
+        converge(&host, &keep);
+        assert_eq!(
+            managed(&host)["/srv/keep"].stamp,
+            None,
+            "the fake has no stamp yet"
+        );
+
+        let old = stamp(1);
+        host.set_stamp("/srv/keep", old);
+        converge(&host, &keep);
+        let first = managed(&host)["/srv/keep"].clone();
+        assert_eq!(first.stamp, Some(old));
+        assert_eq!(
+            first.left,
+            Left::File {
+                sha256: sha256_hex(b"kept\n")
+            }
+        );
+        let bytes = host.read_file(&managed_file(Path::new(STATE))).unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains("\"ctime_ns\": 1"));
+
+        // In sync again with the same stamp: the same entry.
+        assert_eq!(converge(&host, &keep).exit_code(), 0);
+        assert_eq!(managed(&host)["/srv/keep"], first);
+    }
+
+    #[test]
+    fn a_real_files_stamp_moves_when_it_is_replaced_or_grows() {
+        use crate::host::RealHost;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let host = RealHost::new();
+        assert_eq!(host.stamp(&path).unwrap(), None, "absent");
+        std::fs::write(&path, "one\n").unwrap();
+        let first = host
+            .stamp(&path)
+            .unwrap()
+            .expect("a regular file has a stamp");
+        assert_eq!(first.size, 4);
+        assert_eq!(host.stamp(&path).unwrap(), Some(first), "nothing changed");
+
+        std::fs::write(&path, "one more\n").unwrap();
+        assert_ne!(host.stamp(&path).unwrap(), Some(first), "written in place");
+
+        let before = host.stamp(&path).unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::write(&tmp, "one mor!\n").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_ne!(
+            host.stamp(&path).unwrap(),
+            before,
+            "renamed over: another inode"
+        );
+
+        assert_eq!(
+            host.stamp(dir.path()).unwrap(),
+            None,
+            "a directory has none"
+        );
+        let now = std::time::SystemTime::now();
+        assert!(!first.changed_before(now, STAMP_MARGIN), "just written");
+        assert!(first.changed_before(now + STAMP_MARGIN * 2, STAMP_MARGIN));
     }
 
     #[test]

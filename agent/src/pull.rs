@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::catalog::{self, Catalog};
+use crate::catalog_cache::{Cache, Recording};
 use crate::cli::exit;
 use crate::config::{AgentConfig, PackageManager};
 use crate::diag::Diagnostics;
@@ -121,6 +122,8 @@ impl Cycle {
 #[derive(Debug)]
 pub struct Prepared {
     pub catalog: Catalog,
+    /// The catalog came from the cache of an earlier run's compile.
+    pub cached: bool,
 }
 
 impl Prepared {
@@ -131,13 +134,15 @@ impl Prepared {
 
 /// Loads, validates and renders `source` for `hostname`. Errors are the diagnostics
 /// that block the commit (or the facts that could not be read).
+///
+/// With a `cache`, a catalog compiled by an earlier run from the same inputs is used
+/// instead of compiling (see `catalog_cache`), and a new compile is kept for the next.
 pub fn prepare(
     source: &dyn RepoSource,
     hostname: &str,
     host: &dyn Host,
+    cache: &Cache,
 ) -> Result<Prepared, Diagnostics> {
-    let repo = state_repo::load(source, Version::agent())?;
-    let selection = repo.select(hostname).map_err(Diagnostics::from)?;
     let facts = host.facts().map_err(|e| {
         Diagnostics::from(crate::diag::Diagnostic::new(
             "facts",
@@ -145,8 +150,21 @@ pub fn prepare(
             format!("cannot read this machine's facts: {e}"),
         ))
     })?;
+    if let Some(catalog) = cache.lookup(source, hostname, &facts) {
+        return Ok(Prepared {
+            catalog,
+            cached: true,
+        });
+    }
+    let recording = Recording::new(source);
+    let repo = state_repo::load(&recording, Version::agent())?;
+    let selection = repo.select(hostname).map_err(Diagnostics::from)?;
     let catalog = catalog::compile(&repo, &selection, &facts)?;
-    Ok(Prepared { catalog })
+    cache.store(recording, hostname, &facts, &catalog);
+    Ok(Prepared {
+        catalog,
+        cached: false,
+    })
 }
 
 /// Applies a prepared catalog (or plans it, in a dry run). Errors only when the run
@@ -196,6 +214,20 @@ pub fn apply(
         crate::process::programs_time().saturating_sub(programs_before),
     ));
     Ok((report, warnings))
+}
+
+/// What [`prepare`] needs besides the source, for the cycle's several candidates (the
+/// fetched tip, else the applied commit).
+struct Preparer<'a> {
+    hostname: &'a str,
+    host: &'a dyn Host,
+    cache: &'a Cache,
+}
+
+impl Preparer<'_> {
+    fn prepare(&self, source: &dyn RepoSource) -> Result<Prepared, Diagnostics> {
+        prepare(source, self.hostname, self.host, self.cache)
+    }
 }
 
 /// The paths of file-like steps that watch for hand edits.
@@ -287,10 +319,17 @@ impl Runner {
         // asked, even when the host is enforcing the last good commit.
         let mut rejected = false;
         let previous = status.applied.clone();
+        let cache = Cache::new(&self.config.state_dir, !options.dry_run);
+        let hostname = self.hostname.clone();
+        let prep = Preparer {
+            hostname: &hostname,
+            host,
+            cache: &cache,
+        };
         let target = match self.origin.clone() {
             Origin::Dir(dir) => {
                 let source = DirSource::new(&dir);
-                prepare(&source, &self.hostname, host)
+                prep.prepare(&source)
                     .map(|prepared| Target {
                         commit: None,
                         source: Box::new(source),
@@ -304,7 +343,7 @@ impl Runner {
                     })
             }
             Origin::Git(remote) => self.git_target(
-                host,
+                &prep,
                 &remote,
                 options,
                 &mut status,
@@ -381,7 +420,11 @@ impl Runner {
             if !errors.is_empty() {
                 record.error = Some(errors.join("\n"));
             }
-            status.reboot_required = host.facts().is_ok_and(|f| f.reboot_required);
+            // As the run leaves the machine: a package this run upgraded may have asked
+            // for a reboot since the facts were gathered.
+            status.reboot_required = host
+                .lstat(std::path::Path::new(crate::facts::REBOOT_REQUIRED))
+                .is_ok_and(|meta| meta.is_some());
             warnings.extend(files.finish_run(&mut status, &record, &self.config));
         }
         Cycle {
@@ -400,7 +443,7 @@ impl Runner {
     /// refused.
     fn git_target(
         &mut self,
-        host: &dyn Host,
+        prep: &Preparer<'_>,
         remote: &Remote,
         options: &CycleOptions,
         status: &mut status::Status,
@@ -408,7 +451,6 @@ impl Runner {
         rejected: &mut bool,
     ) -> Result<Target, String> {
         let allowed_signers = self.config.allowed_signers.clone();
-        let hostname = self.hostname.clone();
         let mirror = self.mirror().map_err(|e| e.to_string())?;
         let applied = status.applied.clone();
         let tip = if options.fetch {
@@ -442,8 +484,7 @@ impl Runner {
                 applied.as_ref(),
                 allowed_signers.as_deref(),
                 options.allow_rewind,
-                &hostname,
-                host,
+                prep,
             ) {
                 Ok(target) => return Ok(target),
                 Err(error) => {
@@ -476,7 +517,7 @@ impl Runner {
                 applied.short
             )
         })?;
-        let prepared = prepare(&source, &hostname, host).map_err(|d| {
+        let prepared = prep.prepare(&source).map_err(|d| {
             format!(
                 "the applied commit {} no longer renders for this host:\n{}",
                 applied.short,
@@ -507,8 +548,7 @@ fn verify_and_prepare(
     applied: Option<&CommitRef>,
     allowed_signers: Option<&std::path::Path>,
     allow_rewind: bool,
-    hostname: &str,
-    host: &dyn Host,
+    prep: &Preparer<'_>,
 ) -> Result<Target, String> {
     let info = mirror.commit_info(tip).map_err(|e| e.to_string())?;
     if let Some(applied) = applied
@@ -530,7 +570,7 @@ fn verify_and_prepare(
             .map_err(|e| format!("its signature is not accepted: {e}"))?;
     }
     let source = mirror.tree_source(tip).map_err(|e| e.to_string())?;
-    let prepared = prepare(&source, hostname, host).map_err(|d| {
+    let prepared = prep.prepare(&source).map_err(|d| {
         format!(
             "it does not load or render for this host:\n{}",
             Diagnostics(d.into_sorted())
@@ -541,4 +581,64 @@ fn verify_and_prepare(
         source: Box::new(source),
         prepared,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::FakeHost;
+    use crate::status::Trigger;
+
+    fn write(root: &std::path::Path, path: &str, text: &str) {
+        let full = root.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+    }
+
+    #[test]
+    fn status_says_reboot_required_as_the_run_leaves_the_machine() {
+        let repo = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        write(repo.path(), "infra.toml", "format = 1\n");
+        write(
+            repo.path(),
+            "inventory/production.toml",
+            "[groups.all]\nroles = [\"r\"]\n\n[groups.g]\nhosts = [\"h1\"]\n",
+        );
+        // A step plays a kernel upgrade that asks for a reboot.
+        write(
+            repo.path(),
+            "roles/r.toml",
+            "[[step]]\nid = \"upgrade\"\ntype = \"file\"\npath = \"/run/reboot-required\"\ncontent = \"*** System restart required ***\\n\"\n",
+        );
+        let host = FakeHost::new().with_dir("/run", 0o755);
+        assert!(
+            !host.facts().unwrap().reboot_required,
+            "not as the run starts"
+        );
+        let config = AgentConfig {
+            state_dir: state.path().to_owned(),
+            ..AgentConfig::default()
+        };
+        let mut runner = Runner::new(config, Origin::Dir(repo.path().to_owned()), "h1".to_owned());
+        let cycle = runner.cycle(&host, &CycleOptions::new(Trigger::Once));
+        assert_eq!(cycle.exit_code, 2, "{:?}", cycle.errors);
+        let (status, _) = StateFiles::new(state.path()).load_status();
+        assert!(status.reboot_required);
+
+        // The second run answers from the catalog cache and still records it.
+        assert!(state.path().join(crate::catalog_cache::FILE).exists());
+        let cycle = runner.cycle(&host, &CycleOptions::new(Trigger::Once));
+        assert_eq!(cycle.exit_code, 0, "{:?}", cycle.errors);
+        let (status, _) = StateFiles::new(state.path()).load_status();
+        assert!(status.reboot_required);
+
+        // The step goes: rollback removes the file it created, and status follows.
+        write(repo.path(), "roles/r.toml", "");
+        let cycle = runner.cycle(&host, &CycleOptions::new(Trigger::Once));
+        assert_eq!(cycle.exit_code, 2, "{:?}", cycle.errors);
+        assert!(host.node("/run/reboot-required").is_none());
+        let (status, _) = StateFiles::new(state.path()).load_status();
+        assert!(!status.reboot_required, "the file is gone");
+    }
 }

@@ -2,8 +2,10 @@
 //! current standing), `history/` (one JSON file per run), `disabled.json` (converging
 //! paused by `infra-agent disable`), and the `status`, `disable` and `enable` commands.
 //!
-//! Files are replaced atomically (a fsynced temporary file renamed over the old one),
-//! so a reader never sees half a file. A damaged or unreadable record never stops the
+//! Files are replaced atomically (a temporary file renamed over the old one), so a
+//! reader never sees half a file. `status.json` and `disabled.json` are fsynced first;
+//! a history entry is not, since losing the newest one to a power cut loses nothing
+//! the next run does not write again (see [`Durability`]). A damaged or unreadable record never stops the
 //! agent: it starts over from defaults and says so in a warning.
 
 use std::fmt;
@@ -477,7 +479,8 @@ impl StateFiles {
         status.updated_at = rfc3339(SystemTime::now());
         create_dir(&self.dir)?;
         let path = self.status_path();
-        write_atomic(&path, &to_json(&status)).map_err(|source| Error::Write { path, source })
+        write_atomic(&path, &to_json(&status), Durability::Synced)
+            .map_err(|source| Error::Write { path, source })
     }
 
     /// Adds a run to `history/` (one file per run, named by its start time so names
@@ -499,9 +502,11 @@ impl StateFiles {
             };
             let path = dir.join(name);
             if !path.exists() {
-                write_atomic(&path, &bytes).map_err(|source| Error::Write {
-                    path: path.clone(),
-                    source,
+                write_atomic(&path, &bytes, Durability::Replaced).map_err(|source| {
+                    Error::Write {
+                        path: path.clone(),
+                        source,
+                    }
                 })?;
                 break;
             }
@@ -589,7 +594,8 @@ impl StateFiles {
         };
         create_dir(&self.dir)?;
         let path = self.disabled_path();
-        write_atomic(&path, &to_json(&disabled)).map_err(|source| Error::Write { path, source })?;
+        write_atomic(&path, &to_json(&disabled), Durability::Synced)
+            .map_err(|source| Error::Write { path, source })?;
         Ok(disabled)
     }
 
@@ -727,11 +733,28 @@ fn file_time(rfc3339_time: &str) -> String {
 
 static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// How far a replaced record must survive a crash of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// On disk before the call returns (the file and its directory are fsynced):
+    /// `status.json`, which names the applied commit, and `disabled.json`.
+    Synced,
+    /// Replaced in one rename but left to the kernel's writeback: records the next run
+    /// writes again (a history entry, the metrics textfile). After a power loss the
+    /// newest one may be missing or empty; readers skip such a file.
+    Replaced,
+}
+
 /// Replaces `path` with `bytes` (mode 0644): writes `.NAME.infra-tmp.XXXXXXXX` in the
-/// same directory, fsyncs it, renames it over `path` and fsyncs the directory. The
-/// temporary name never ends like the real one, so readers globbing `*.json` or
-/// `*.prom` never pick it up. On failure the temporary file is removed.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// same directory, renames it over `path` and, for [`Durability::Synced`], fsyncs the
+/// file before and the directory after the rename. The temporary name never ends like
+/// the real one, so readers globbing `*.json` or `*.prom` never pick it up. On failure
+/// the temporary file is removed.
+pub(crate) fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -763,10 +786,15 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         // The umask may have narrowed the mode given at creation.
         file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durability == Durability::Synced {
+            file.sync_all()?;
+        }
         drop(file);
         std::fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        if durability == Durability::Synced {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

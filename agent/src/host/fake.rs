@@ -168,6 +168,8 @@ struct State {
     next_tmp: u64,
     /// Modification times set with `with_mtime`/`set_mtime`; other paths report the epoch.
     mtimes: BTreeMap<PathBuf, std::time::SystemTime>,
+    /// Stamps set with `set_stamp`; other paths have none (the caller reads them).
+    stamps: BTreeMap<PathBuf, super::Stamp>,
 }
 
 /// An in-memory machine. See the module documentation.
@@ -216,6 +218,7 @@ impl FakeHost {
                 faults: Vec::new(),
                 next_tmp: 1,
                 mtimes: BTreeMap::new(),
+                stamps: BTreeMap::new(),
             }),
         }
     }
@@ -391,6 +394,13 @@ impl FakeHost {
         };
     }
 
+    /// Gives the file at `path` a [`super::Stamp`], which [`Host::stamp`] reports while
+    /// the path is a file; the fake never changes it by itself, so a test can play a
+    /// file whose content changed behind an equal stamp.
+    pub fn set_stamp(&self, path: impl AsRef<Path>, stamp: super::Stamp) {
+        self.state().stamps.insert(path.as_ref().to_owned(), stamp);
+    }
+
     /// Sets the modification time of `path` (see [`FakeHost::with_mtime`]), unlogged.
     pub fn set_mtime(&self, path: impl AsRef<Path>, time: std::time::SystemTime) {
         self.state().mtimes.insert(path.as_ref().to_owned(), time);
@@ -552,6 +562,15 @@ impl Host for FakeHost {
                 .copied()
                 .unwrap_or(std::time::UNIX_EPOCH)
         }))
+    }
+
+    fn stamp(&self, path: &Path) -> Result<Option<super::Stamp>, Error> {
+        let st = self.state();
+        st.fault(Op::Lstat, path)?;
+        Ok(match st.fs.get(path) {
+            Some(Node::File { .. }) => st.stamps.get(path).copied(),
+            _ => None,
+        })
     }
 
     fn read_link(&self, path: &Path) -> Result<PathBuf, Error> {

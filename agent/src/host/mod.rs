@@ -77,6 +77,33 @@ pub struct Meta {
     pub size: u64,
 }
 
+/// What identifies a regular file's content without reading it: inode, size, and the
+/// modification and change times in nanoseconds. The change time moves with every
+/// write, rename onto the path, chmod or chown, and no program can set it back, so
+/// while a stamp stays equal the content has not changed, except for a write within
+/// the same clock tick as the stamp was taken (see [`Stamp::changed_before`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl Stamp {
+    /// Whether the file last changed at least `margin` before `now`. Only such a stamp
+    /// vouches for the content later: a file changed within a clock tick of being
+    /// stamped may change again with the same times.
+    #[must_use]
+    pub fn changed_before(&self, now: std::time::SystemTime, margin: std::time::Duration) -> bool {
+        let now_ns = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
+        let margin_ns = i128::try_from(margin.as_nanos()).unwrap_or(i128::MAX);
+        self.ctime_ns.saturating_add(margin_ns) <= now_ns
+    }
+}
+
 /// The machine, as the engine and resources see it.
 pub trait Host {
     /// Facts about the machine (`facts.*`), as they were when the run started: gathered
@@ -94,6 +121,13 @@ pub trait Host {
             "cannot read the modification time of {}: not supported by this host",
             path.display()
         )))
+    }
+    /// The [`Stamp`] of a regular file (not following a final symbolic link); `None`
+    /// when the path is absent or not a regular file, or when this host cannot tell
+    /// (the default): callers then read the file.
+    fn stamp(&self, path: &Path) -> Result<Option<Stamp>, Error> {
+        let _ = path;
+        Ok(None)
     }
     /// Target of a symbolic link.
     fn read_link(&self, path: &Path) -> Result<PathBuf, Error>;

@@ -39,12 +39,24 @@ pub struct RealHost {
     /// Facts are gathered once, when first asked: as the run starts. Gathering reads
     /// the whole dpkg database, and the loader, the engine and several resources ask.
     facts: std::sync::OnceLock<Facts>,
+    /// Where `facts.packages` is kept between runs (see [`PackagesCache`]), and
+    /// whether this run may write it.
+    packages_cache: Option<(PathBuf, bool)>,
 }
 
 impl RealHost {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps `facts.packages` in `state_dir` between runs: a run whose dpkg status file
+    /// is the one the last run parsed reads the packages from there. `write` is false
+    /// for a dry run, which only reads it.
+    #[must_use]
+    pub fn with_packages_cache(mut self, state_dir: &Path, write: bool) -> Self {
+        self.packages_cache = Some((state_dir.join(PACKAGES_CACHE), write));
+        self
     }
 
     /// Test hook: every `commit_file` returns [`Error::Fault`] without renaming, as if the
@@ -62,7 +74,14 @@ impl Host for RealHost {
         if let Some(facts) = self.facts.get() {
             return Ok(facts.clone());
         }
-        let facts = gather_facts()?;
+        let cache = self
+            .packages_cache
+            .as_ref()
+            .map(|(path, write)| PackagesCache {
+                path,
+                write: *write,
+            });
+        let facts = gather_facts_with(cache.as_ref())?;
         Ok(self.facts.get_or_init(|| facts).clone())
     }
 
@@ -109,6 +128,10 @@ impl Host for RealHost {
             }
             Err(e) => Err(Error::io("inspect", path, e)),
         }
+    }
+
+    fn stamp(&self, path: &Path) -> Result<Option<super::Stamp>, Error> {
+        file_stamp(path)
     }
 
     fn read_link(&self, path: &Path) -> Result<PathBuf, Error> {
@@ -257,8 +280,30 @@ impl Host for RealHost {
     }
 }
 
+/// The [`super::Stamp`] of a regular file; `None` when absent or not a regular file.
+fn file_stamp(path: &Path) -> Result<Option<super::Stamp>, Error> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::io("inspect", path, e)),
+    };
+    let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
+    Ok(meta.file_type().is_file().then(|| super::Stamp {
+        ino: meta.ino(),
+        size: meta.size(),
+        mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+    }))
+}
+
 /// The facts of this machine.
 pub fn gather_facts() -> Result<Facts, Error> {
+    gather_facts_with(None)
+}
+
+fn gather_facts_with(cache: Option<&PackagesCache<'_>>) -> Result<Facts, Error> {
     let uts =
         nix::sys::utsname::uname().map_err(|e| Error::Other(format!("cannot read uname: {e}")))?;
     // The nodename is what /proc/sys/kernel/hostname shows (both are the UTS namespace's).
@@ -271,10 +316,10 @@ pub fn gather_facts() -> Result<Facts, Error> {
         os: os_facts(&parse_os_release(&read_os_release()?)),
         arch: uts.machine().to_string_lossy().into_owned(),
         systemd: systemd_is_pid1(),
-        packages: installed_packages()?,
+        packages: installed_packages(cache)?,
         memory_mb: memory_mb()?,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
-        reboot_required: std::fs::symlink_metadata("/run/reboot-required").is_ok(),
+        reboot_required: std::fs::symlink_metadata(crate::facts::REBOOT_REQUIRED).is_ok(),
     })
 }
 
@@ -282,19 +327,83 @@ pub fn gather_facts() -> Result<Facts, Error> {
 /// Debian-like system). While an interrupted dpkg run left journal entries, the status
 /// file may miss its last changes: good enough for facts, which are a snapshot taken
 /// before any step runs (the `package` step reads the journal-aware state itself).
-fn installed_packages() -> Result<BTreeMap<String, String>, Error> {
-    let path = Path::new(crate::dpkg::STATUS);
-    match std::fs::read(path) {
+fn installed_packages(
+    cache: Option<&PackagesCache<'_>>,
+) -> Result<BTreeMap<String, String>, Error> {
+    installed_packages_at(Path::new(crate::dpkg::STATUS), cache, SystemTime::now())
+}
+
+fn installed_packages_at(
+    path: &Path,
+    cache: Option<&PackagesCache<'_>>,
+    now: SystemTime,
+) -> Result<BTreeMap<String, String>, Error> {
+    // The stamp is taken before the read: a dpkg run in between gives the file a new
+    // stamp, so what is cached below is never newer than its stamp says.
+    let stamp = file_stamp(path).ok().flatten();
+    if let (Some(cache), Some(stamp)) = (cache, stamp)
+        && let Some(packages) = cache.load(stamp)
+    {
+        return Ok(packages);
+    }
+    let packages = match std::fs::read(path) {
         Ok(bytes) => {
             // dpkg writes UTF-8; only a damaged file needs the copying conversion.
             let text = match std::str::from_utf8(&bytes) {
                 Ok(text) => std::borrow::Cow::Borrowed(text),
                 Err(_) => String::from_utf8_lossy(&bytes),
             };
-            Ok(crate::dpkg::Db::from_status(&text).versions())
+            crate::dpkg::Db::from_status(&text).versions()
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(Error::io("read", path, e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    if let (Some(cache), Some(stamp)) = (cache, stamp) {
+        cache.store(stamp, &packages, now);
+    }
+    Ok(packages)
+}
+
+/// `facts.packages` under `state_dir`, beside the [`super::Stamp`] of the dpkg status
+/// file it was parsed from. dpkg replaces that file (a new inode) whenever it records a
+/// change, so an equal stamp means the same database. Only a file left alone for
+/// [`crate::prune::STAMP_MARGIN`] is cached. A missing, damaged or stale cache is
+/// parsed again; failing to write it is not an error.
+pub const PACKAGES_CACHE: &str = "packages.cache";
+
+struct PackagesCache<'a> {
+    path: &'a Path,
+    write: bool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedPackages {
+    stamp: super::Stamp,
+    packages: BTreeMap<String, String>,
+}
+
+impl PackagesCache<'_> {
+    fn load(&self, stamp: super::Stamp) -> Option<BTreeMap<String, String>> {
+        let bytes = std::fs::read(self.path).ok()?;
+        let cached: CachedPackages = rmp_serde::from_slice(&bytes).ok()?;
+        (cached.stamp == stamp).then_some(cached.packages)
+    }
+
+    fn store(&self, stamp: super::Stamp, packages: &BTreeMap<String, String>, now: SystemTime) {
+        if !self.write
+            || !stamp.changed_before(now, crate::prune::STAMP_MARGIN)
+            || !self.path.parent().is_some_and(Path::is_dir)
+        {
+            return;
+        }
+        let cached = CachedPackages {
+            stamp,
+            packages: packages.clone(),
+        };
+        if let Ok(bytes) = rmp_serde::to_vec_named(&cached) {
+            let _ =
+                crate::status::write_atomic(self.path, &bytes, crate::status::Durability::Replaced);
+        }
     }
 }
 
@@ -855,6 +964,73 @@ mod tests {
         let t = host.modified(dir.path()).unwrap().unwrap();
         assert!(t <= SystemTime::now());
         assert_eq!(host.modified(&dir.path().join("nope")).unwrap(), None);
+    }
+
+    #[test]
+    fn the_packages_cache_answers_only_for_the_same_status_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join("status");
+        let stanza = |name: &str| {
+            format!(
+                "Package: {name}\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n"
+            )
+        };
+        std::fs::write(&status, stanza("zsh")).unwrap();
+        let file = dir.path().join(PACKAGES_CACHE);
+        let cache = PackagesCache {
+            path: &file,
+            write: true,
+        };
+        let later = SystemTime::now() + crate::prune::STAMP_MARGIN * 2;
+        let names = |p: &BTreeMap<String, String>| p.keys().cloned().collect::<Vec<_>>();
+
+        // Just written: parsed, and not cached (it may change again within the tick).
+        let p = installed_packages_at(&status, Some(&cache), SystemTime::now()).unwrap();
+        assert_eq!(names(&p), ["zsh"]);
+        assert!(!file.exists());
+        // Left alone long enough: cached.
+        installed_packages_at(&status, Some(&cache), later).unwrap();
+        assert!(file.exists());
+
+        // The cache answers while the stamp holds: give it a package dpkg never had,
+        // under the same stamp, and that is what comes back (the file was not parsed).
+        let stamp = file_stamp(&status).unwrap().unwrap();
+        let planted = CachedPackages {
+            stamp,
+            packages: BTreeMap::from([("planted".to_owned(), "9".to_owned())]),
+        };
+        std::fs::write(&file, rmp_serde::to_vec_named(&planted).unwrap()).unwrap();
+        let p = installed_packages_at(&status, Some(&cache), later).unwrap();
+        assert_eq!(names(&p), ["planted"]);
+
+        // dpkg replaces its status file: another stamp, parsed again (and cached again).
+        let next = dir.path().join("status-new");
+        std::fs::write(&next, stanza("fzf")).unwrap();
+        std::fs::rename(&next, &status).unwrap();
+        let p = installed_packages_at(&status, Some(&cache), later).unwrap();
+        assert_eq!(names(&p), ["fzf"]);
+        let again = installed_packages_at(&status, Some(&cache), later).unwrap();
+        assert_eq!(names(&again), ["fzf"]);
+
+        // A damaged cache is parsed past; a dry run's cache is never written.
+        std::fs::write(&file, b"junk").unwrap();
+        let p = installed_packages_at(&status, Some(&cache), later).unwrap();
+        assert_eq!(names(&p), ["fzf"]);
+        std::fs::remove_file(&file).unwrap();
+        let dry = PackagesCache {
+            path: &file,
+            write: false,
+        };
+        installed_packages_at(&status, Some(&dry), later).unwrap();
+        assert!(!file.exists());
+
+        // No status file: no packages, as before.
+        std::fs::remove_file(&status).unwrap();
+        assert!(
+            installed_packages_at(&status, Some(&cache), later)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use super::{BuildCtx, Key, KindSpec, Presence, Rendered, Shape, StepKind};
 use crate::diag::Diagnostic;
 
 /// The desired state of an `apt_repository` step.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AptRepositoryStep {
     /// File stem of `/etc/apt/sources.list.d/NAME.sources` and the keyring.
     pub name: String,
@@ -22,7 +22,7 @@ pub struct AptRepositoryStep {
 }
 
 /// Where a repository's keyring comes from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeySource {
     /// A path relative to `files/`.

@@ -4,7 +4,7 @@
 use super::{BuildCtx, Key, KindSpec, Rendered, Shape, StepKind};
 use crate::diag::Diagnostic;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuthorizedKeysStep {
     pub user: String,
     /// The keys, parsed, in the order written.
@@ -17,7 +17,7 @@ pub struct AuthorizedKeysStep {
 
 /// One line of an `authorized_keys` file that holds a key:
 /// `[options] type base64 [comment]`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublicKey {
     /// The line as written, without surrounding whitespace.
     pub line: String,

@@ -10,7 +10,7 @@ use crate::diag::Diagnostic;
 /// How long a command (and each of its guards) may run when the step sets no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_mins(10);
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommandStep {
     pub run: Program,
     /// In sync when this path exists.
@@ -28,12 +28,12 @@ pub struct CommandStep {
     /// Run the command and its guards as this user (`runuser -u USER --`).
     pub user: Option<String>,
     /// The command, and each guard, is killed after this long.
-    #[serde(serialize_with = "seconds")]
+    #[serde(with = "super::timeout_serde")]
     pub timeout: Duration,
 }
 
 /// What the step runs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Program {
     /// A program and its arguments, run without a shell.
@@ -42,15 +42,17 @@ pub enum Program {
     Shell(String),
 }
 
+/// In a report, the names only; in the catalog cache (not human-readable), the whole
+/// map: its values are the repository's text, a secret still a placeholder.
 fn names_only<S: serde::Serializer>(
     env: &BTreeMap<String, String>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    s.collect_seq(env.keys())
-}
-
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_secs())
+    if s.is_human_readable() {
+        s.collect_seq(env.keys())
+    } else {
+        serde::Serialize::serialize(env, s)
+    }
 }
 
 pub const KIND: KindSpec = KindSpec {

@@ -7,7 +7,7 @@ use crate::diag::Diagnostic;
 /// The compose file's name when the step names none.
 pub const DEFAULT_FILE: &str = "compose.yml";
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ComposeStep {
     /// The project name (`-p`).
     pub project: String,
@@ -20,7 +20,7 @@ pub struct ComposeStep {
 }
 
 /// When images are pulled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PullPolicy {
     /// Pull only images that are not there (compose's own default).
@@ -43,7 +43,7 @@ impl PullPolicy {
 }
 
 /// Whether the project's services should run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProjectState {
     Running,

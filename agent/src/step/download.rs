@@ -10,7 +10,7 @@ use crate::diag::Diagnostic;
 /// How long a download may take when the step sets no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_mins(10);
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DownloadStep {
     pub url: String,
     /// Lower-case hex SHA-256 of what `url` serves (the archive, with `extract`).
@@ -21,12 +21,8 @@ pub struct DownloadStep {
     pub extract: Option<String>,
     #[serde(flatten)]
     pub attrs: Attrs,
-    #[serde(serialize_with = "seconds")]
+    #[serde(with = "super::timeout_serde")]
     pub timeout: Duration,
-}
-
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_secs())
 }
 
 pub const KIND: KindSpec = KindSpec {

@@ -3,7 +3,7 @@
 use super::{Attrs, BuildCtx, Key, KindSpec, Presence, Rendered, Shape, StepKind};
 use crate::diag::Diagnostic;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileStep {
     pub path: String,
     pub state: Presence,
@@ -15,7 +15,7 @@ pub struct FileStep {
 }
 
 /// Where a file's content comes from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileContent {
     Inline(String),

@@ -78,7 +78,7 @@ pub const COMMON_KEYS: &[&str] = &[
 ];
 
 /// The desired state of one step, rendered for one host.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StepKind {
     File(file::FileStep),
@@ -98,7 +98,7 @@ pub enum StepKind {
 }
 
 /// Whether a file-like resource should exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Presence {
     Present,
@@ -116,7 +116,7 @@ pub(crate) fn presence(f: &Rendered<'_>) -> Result<Presence, Diagnostic> {
 
 /// Owner, group and mode of a file-like resource; `None` leaves them as they are
 /// (new files get root and the type's default mode).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attrs {
     pub owner: Option<String>,
     pub group: Option<String>,
@@ -180,9 +180,80 @@ impl fmt::Display for Mode {
     }
 }
 
+// Two encodings of a step: the run report's (JSON, for people and scripts: a mode
+// as "0644", a timeout in whole seconds, a command's environment as its names only)
+// and the compiled-catalog cache's (MessagePack, which serde calls not human-readable:
+// every value whole, so a cached step is the step). Serializers say which they are;
+// deserializing reads the cache's form, and also the report's where it is whole.
+
 impl serde::Serialize for Mode {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_u32(self.0)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Mode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mode: an octal string or a number")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Mode, E> {
+                u32::try_from(v)
+                    .map(Mode)
+                    .map_err(|_| E::custom(format!("{v} is not a mode")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Mode, E> {
+                Mode::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// A step's timeout: whole seconds in a report; seconds and nanoseconds in the cache.
+pub(crate) mod timeout_serde {
+    use std::fmt;
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_u64(d.as_secs())
+        } else {
+            serde::Serialize::serialize(&(d.as_secs(), d.subsec_nanos()), s)
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("seconds, or [seconds, nanoseconds]")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+                Ok(Duration::from_secs(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Duration, A::Error> {
+                let secs: u64 = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+                let nanos: u32 = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(1, &self))?;
+                Ok(Duration::new(secs, nanos))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 

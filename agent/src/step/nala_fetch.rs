@@ -10,7 +10,7 @@ use crate::diag::Diagnostic;
 /// How long `nala fetch` may run when the step sets no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_mins(5);
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NalaFetchStep {
     /// `--country CODE`: only mirrors of this country (ISO 3166 code, e.g. "DE").
     pub country: Option<String>,
@@ -20,12 +20,8 @@ pub struct NalaFetchStep {
     pub https_only: bool,
     /// `--non-free`: also the non-free components.
     pub non_free: bool,
-    #[serde(serialize_with = "seconds")]
+    #[serde(with = "super::timeout_serde")]
     pub timeout: Duration,
-}
-
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_secs())
 }
 
 impl NalaFetchStep {

@@ -7,7 +7,7 @@ use super::{BuildCtx, Key, KindSpec, Rendered, Shape, StepKind};
 use crate::diag::Diagnostic;
 
 /// The desired state of a `package` step.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PackageStep {
     /// Packages to manage; empty only for a system upgrade.
     pub names: Vec<PackageName>,
@@ -25,7 +25,7 @@ pub struct PackageStep {
 }
 
 /// A package as named in `names`: `name`, `name:arch`, `name=version`, `name:arch=version`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PackageName {
     pub name: String,
     /// A multiarch qualifier (`libc6:i386`); `None` is the native architecture (or `all`).
@@ -106,7 +106,7 @@ impl fmt::Display for PackageName {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PackageState {
     Present,
@@ -115,7 +115,7 @@ pub enum PackageState {
 }
 
 /// When to refresh the package lists (`apt-get update`) before a transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpdateLists {
     /// When they are older than agent.toml's `apt_lists_max_age`, missing, or an
@@ -126,7 +126,7 @@ pub enum UpdateLists {
     Never,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Upgrade {
     None,
@@ -137,7 +137,7 @@ pub enum Upgrade {
 }
 
 /// Where a `.deb` comes from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DebSource {
     /// A path relative to `files/`.

@@ -4,7 +4,7 @@
 use super::{BuildCtx, Key, KindSpec, Rendered, Shape, StepKind};
 use crate::diag::Diagnostic;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceStep {
     /// The full unit name (`nginx.service`).
     pub unit: String,
@@ -18,7 +18,7 @@ pub struct ServiceStep {
 }
 
 /// Whether a service should be running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Running,
@@ -26,7 +26,7 @@ pub enum RunState {
 }
 
 /// What a notification does to a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnNotify {
     Restart,

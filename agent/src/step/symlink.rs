@@ -3,7 +3,7 @@
 use super::{BuildCtx, Key, KindSpec, Presence, Rendered, Shape, StepKind};
 use crate::diag::Diagnostic;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SymlinkStep {
     pub path: String,
     pub state: Presence,

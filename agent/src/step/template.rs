@@ -3,7 +3,7 @@
 use super::{Attrs, BuildCtx, Key, KindSpec, Rendered, Shape, StepKind};
 use crate::diag::Diagnostic;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TemplateStep {
     pub path: String,
     /// Path relative to `templates/`.

@@ -7,7 +7,7 @@ use crate::diag::Diagnostic;
     clippy::struct_excessive_bools,
     reason = "one field per key of the step, and these keys are yes/no"
 )]
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserStep {
     pub name: String,
     pub state: Presence,

@@ -260,6 +260,36 @@ struct TxCase {
     expect: String,
 }
 
+/// Regression: docker.io's postinst created the group `docker`, but a later `user`
+/// step of the same run (the example's `admin-docker-group`) still saw /etc/group as
+/// it was before the transaction and failed with "group docker does not exist".
+#[test]
+fn users_and_groups_are_read_again_after_a_transaction() {
+    // No systemd and no nala: the transaction is apt-get's.
+    let host = host(&[], FRESH)
+        .with_file("/etc/group", "root:x:0:\n", 0o644)
+        .with_command_effect("apt-get", |h, cmd| {
+            if !cmd.args.iter().any(|a| a == "-s") {
+                h.set_node(STATUS, Some(file(&status(&[("docker.io", "20.10")]))));
+                h.set_node("/etc/group", Some(file("root:x:0:\ndocker:x:998:\n")));
+            }
+            ok("")
+        });
+    let ctx = ctx(&host, false, false, &files);
+    let groups = |ctx: &Ctx<'_>| -> Vec<String> {
+        resource::user::group_db(ctx)
+            .expect("/etc/group reads")
+            .iter()
+            .map(|g| g.name.clone())
+            .collect()
+    };
+    assert_eq!(groups(&ctx), ["root"]);
+    let docker = step(&["docker.io"]);
+    let plan = plan_of(&docker, &ctx);
+    apply(&docker, &plan, &ctx).expect("the transaction applies");
+    assert_eq!(groups(&ctx), ["root", "docker"]);
+}
+
 #[test]
 fn missing_packages_are_installed_in_one_transaction() {
     let cases = [

@@ -919,6 +919,7 @@ pub fn apply(step: &PackageStep, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error
             let before = installed(ctx)?;
             let result = tx.run(&tx.upgrade_argv(step));
             ctx.forget(DPKG_MEMO);
+            ctx.forget_ids();
             let printed = result?;
             let after = installed(ctx)?;
             let gone = removed_between(&before, &after, |name| {
@@ -983,6 +984,9 @@ pub fn apply(step: &PackageStep, plan: &Plan, ctx: &Ctx<'_>) -> Result<(), Error
         }
     };
     ctx.forget(DPKG_MEMO);
+    // Maintainer scripts create system users and groups (docker.io adds `docker`):
+    // later steps of the run must look them up again.
+    ctx.forget_ids();
     let printed = result?;
     verify(step, &tx, ctx, &db, &w.todo, &printed)
 }

@@ -257,6 +257,45 @@ fn an_exact_path_suite_has_no_components_line() {
 }
 
 #[test]
+fn a_trusted_local_repository_has_no_keyring_and_says_trusted() {
+    // A keyring of the name, left from when the repository had a key, goes.
+    let host = host().with_file(ASC, ARMORED, 0o644);
+    let reader = files;
+    let ctx = Ctx::new(&host, false, None, &reader);
+    let mut s = step(KeySource::Trusted);
+    s.uris = vec!["file:/srv/infra-stage/apt".into()];
+    s.suites = vec!["./".into()];
+    s.components.clear();
+    let plan = converge(&s, &ctx).unwrap();
+    assert_eq!(
+        text(&host, SOURCES).unwrap(),
+        "# Managed by infra-agent (apt_repository local): local changes are overwritten.
+Types: deb
+URIs: file:/srv/infra-stage/apt
+Suites: ./
+Trusted: yes
+"
+    );
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.kind == ChangeKind::Remove && c.path == ASC),
+        "{:?}",
+        summary(&plan)
+    );
+    assert!(host.file(ASC).is_none());
+    assert!(host.commands().is_empty(), "{:?}", argvs(&host));
+    host.clear_log();
+    let again = plan_of(&s, &ctx).unwrap();
+    assert!(again.is_in_sync(), "{again:#?}");
+    assert_eq!(
+        again.in_sync,
+        format!("{SOURCES} is as desired (trusted, no keyring)")
+    );
+    assert!(host.mutations().is_empty(), "{:?}", host.mutations());
+}
+
+#[test]
 fn a_file_that_is_not_a_key_fails_and_writes_nothing() {
     let host = host();
     let reader = files;
@@ -683,6 +722,10 @@ fn keys_as_written() {
 
     let s = build("name = \"old\"\nstate = \"absent\"\n").unwrap();
     assert_eq!((s.state, s.key), (Presence::Absent, None));
+
+    let s = build("name = \"stand-ins\"\nuris = \"file:/srv/infra-stage/apt\"\nsuites = \"./\"\ntrusted = true\n").unwrap();
+    assert_eq!(s.uris, ["file:/srv/infra-stage/apt"]);
+    assert_eq!(s.key, Some(KeySource::Trusted));
 }
 
 #[test]
@@ -710,6 +753,12 @@ fn bad_combinations_are_refused_with_a_hint() {
         (format!("name = \"x\"\n{base}architectures = [\"AMD64\"]\nkey_source = \"keys/local.asc\"\n"), "is not an architecture"),
         ("name = \"x\"\nstate = \"absent\"\nkey_source = \"keys/local.asc\"\n".to_owned(), "`key_source` is not allowed with state = \"absent\""),
         ("name = \"x\"\nuris = 3\n".to_owned(), "a string or an array of strings"),
+        (format!("name = \"x\"\n{base}trusted = true\n"), "only allowed for file: URIs"),
+        ("name = \"x\"\nuris = [\"file:/srv/apt\", \"http://x.example/debian\"]\nsuites = \"./\"\ntrusted = true\n".to_owned(), "\"http://x.example/debian\" is not one"),
+        ("name = \"x\"\nuris = \"file:/srv/apt\"\nsuites = \"./\"\ntrusted = true\nkey_source = \"keys/local.asc\"\n".to_owned(), "`key_source` is not allowed with trusted = true"),
+        ("name = \"x\"\nuris = \"file:/srv/apt\"\nsuites = \"./\"\ntrusted = false\n".to_owned(), "needs its signing key"),
+        ("name = \"x\"\nstate = \"absent\"\ntrusted = true\n".to_owned(), "`trusted` is not allowed with state = \"absent\""),
+        ("name = \"x\"\nuris = \"file:/srv/apt\"\nsuites = \"./\"\ntrusted = \"yes\"\n".to_owned(), "true or false"),
     ];
     for (keys, wanted) in &cases {
         match build(keys) {

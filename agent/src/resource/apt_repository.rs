@@ -5,7 +5,9 @@
 //! An armored key is kept as `NAME.asc`, a binary one as `NAME.gpg` (apt tells them
 //! apart by the extension). A key from a URL is downloaded with apt's own downloader,
 //! which checks `key_sha256`; `plan` never downloads: it compares the keyring on disk
-//! with `key_sha256`. Any change calls [`package::sources_changed`], so later `package`
+//! with `key_sha256`. A trusted repository (`trusted = true`, `file:` URIs only) has
+//! no keyring: its entry says `Trusted: yes`, and a keyring of its name is removed.
+//! Any change calls [`package::sources_changed`], so later `package`
 //! steps of the run refresh the package lists first.
 
 use std::path::Path;
@@ -136,7 +138,7 @@ fn key_plan(step: &AptRepositoryStep, ctx: &Ctx<'_>) -> Result<KeyPlan, Error> {
                 },
             ))
         }
-        None => Err(Error::Refused(
+        Some(KeySource::Trusted) | None => Err(Error::Refused(
             "internal: a present apt_repository without a key".to_owned(),
         )),
     }
@@ -158,22 +160,53 @@ fn keyrings_dir_change(ctx: &Ctx<'_>) -> Result<Option<Change>, Error> {
     }
 }
 
+/// The entry, naming the keyring of extension `ext` (`None`: a trusted repository).
 fn sources_desired<'a>(
     step: &'a AptRepositoryStep,
     path: &'a Path,
     attrs: &'a Attrs,
-    ext: &str,
+    ext: Option<&str>,
 ) -> Desired<'a> {
     Desired {
         path,
-        content: step.deb822(&step.keyring_path(ext)).into_bytes(),
+        content: step
+            .deb822(ext.map(|e| step.keyring_path(e)).as_deref())
+            .into_bytes(),
         attrs,
         validate: None,
         sensitive: false,
     }
 }
 
+fn is_trusted(step: &AptRepositoryStep) -> bool {
+    matches!(step.key, Some(KeySource::Trusted))
+}
+
+/// A trusted repository: the entry, and no keyring of its name.
+fn plan_trusted(step: &AptRepositoryStep, ctx: &Ctx<'_>) -> Result<Plan, Error> {
+    let attrs = attrs();
+    let sources = step.sources_path();
+    let d = sources_desired(step, Path::new(&sources), &attrs, None);
+    let mut changes = file::plan_present(&d, ctx)?.changes;
+    for ext in EXTS {
+        let path = step.keyring_path(ext);
+        changes.extend(file::plan_absent(Path::new(&path), ctx)?.changes);
+    }
+    if changes.is_empty() {
+        return Ok(Plan::in_sync(format!(
+            "{sources} is as desired (trusted, no keyring)"
+        )));
+    }
+    Ok(Plan {
+        changes,
+        in_sync: String::new(),
+    })
+}
+
 fn plan_present(step: &AptRepositoryStep, ctx: &Ctx<'_>) -> Result<Plan, Error> {
+    if is_trusted(step) {
+        return plan_trusted(step, ctx);
+    }
     let attrs = attrs();
     let mut changes = Vec::new();
     changes.extend(keyrings_dir_change(ctx)?);
@@ -222,7 +255,7 @@ fn plan_present(step: &AptRepositoryStep, ctx: &Ctx<'_>) -> Result<Plan, Error> 
         changes.extend(file::plan_absent(Path::new(&path), ctx)?.changes);
     }
     let sources = step.sources_path();
-    let d = sources_desired(step, Path::new(&sources), &attrs, ext);
+    let d = sources_desired(step, Path::new(&sources), &attrs, Some(ext));
     changes.extend(file::plan_present(&d, ctx)?.changes);
     if changes.is_empty() {
         return Ok(Plan::in_sync(format!(
@@ -330,6 +363,17 @@ fn download(
 /// Sets `changed` as soon as something was written, even when a later part fails.
 fn apply_present(step: &AptRepositoryStep, ctx: &Ctx<'_>, changed: &mut bool) -> Result<(), Error> {
     let attrs = attrs();
+    if is_trusted(step) {
+        let sources = step.sources_path();
+        *changed |= converge_file(
+            &sources_desired(step, Path::new(&sources), &attrs, None),
+            ctx,
+        )?;
+        for ext in EXTS {
+            *changed |= remove_file(Path::new(&step.keyring_path(ext)), ctx)?;
+        }
+        return Ok(());
+    }
     // Key first: apt never sees a Signed-By naming a keyring that is not there.
     let (bytes, ext) = match key_plan(step, ctx)? {
         KeyPlan::Known(bytes, ext) => (Some(bytes), ext),
@@ -360,7 +404,7 @@ fn apply_present(step: &AptRepositoryStep, ctx: &Ctx<'_>, changed: &mut bool) ->
     }
     let sources = step.sources_path();
     *changed |= converge_file(
-        &sources_desired(step, Path::new(&sources), &attrs, ext),
+        &sources_desired(step, Path::new(&sources), &attrs, Some(ext)),
         ctx,
     )?;
     for other in EXTS.iter().filter(|e| **e != ext) {

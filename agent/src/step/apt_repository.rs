@@ -29,6 +29,9 @@ pub enum KeySource {
     File(String),
     /// An `http(s)://` URL and the lower-case hex SHA-256 of what it serves.
     Url { url: String, sha256: String },
+    /// No key: a local repository (`file:` URIs only) apt reads without checking
+    /// signatures (`trusted = true`; the entry says `Trusted: yes`).
+    Trusted,
 }
 
 /// Where `.sources` entries live.
@@ -49,9 +52,10 @@ impl AptRepositoryStep {
         format!("{KEYRINGS_DIR}/{}.{ext}", self.name)
     }
 
-    /// The deb822 entry, signed by the keyring at `keyring`.
+    /// The deb822 entry, signed by the keyring at `keyring`; without one, trusted as
+    /// it is (`Trusted: yes`).
     #[must_use]
-    pub fn deb822(&self, keyring: &str) -> String {
+    pub fn deb822(&self, keyring: Option<&str>) -> String {
         let mut text = format!(
             "# Managed by infra-agent (apt_repository {}): local changes are overwritten.\n\
              Types: deb\nURIs: {}\nSuites: {}\n",
@@ -69,7 +73,10 @@ impl AptRepositoryStep {
         };
         line("Components", &self.components);
         line("Architectures", &self.architectures);
-        line("Signed-By", &[keyring.to_owned()]);
+        match keyring {
+            Some(keyring) => line("Signed-By", &[keyring.to_owned()]),
+            None => line("Trusted", &["yes".to_owned()]),
+        }
         text
     }
 }
@@ -126,6 +133,12 @@ pub const KIND: KindSpec = KindSpec {
             required: false,
             doc: "SHA-256 of what key_url serves",
         },
+        Key {
+            name: "trusted",
+            shape: Shape::Bool,
+            required: false,
+            doc: "no key: apt reads this local repository (file: URIs only) without checking signatures",
+        },
         super::STATE,
     ],
     build,
@@ -178,6 +191,7 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
                 "key_source",
                 "key_url",
                 "key_sha256",
+                "trusted",
             ],
             "with state = \"absent\" (the step removes the .sources entry and the keyring)",
         )?;
@@ -257,6 +271,30 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
         ));
     }
 
+    if f.opt_bool("trusted")? == Some(true) {
+        if let Some(bad) = uris.iter().find(|u| !u.starts_with("file:")) {
+            return Err(err(
+                f,
+                "trusted",
+                format!("`trusted = true` is only allowed for file: URIs, and {bad:?} is not one"),
+                "give a remote repository its signing key (key_source or key_url); trusted = true is for a directory on the host, e.g. uris = \"file:/srv/apt\"",
+            ));
+        }
+        f.forbid(
+            &["key_source", "key_url", "key_sha256"],
+            "with trusted = true (apt reads the repository without checking signatures)",
+        )?;
+        return Ok(StepKind::AptRepository(AptRepositoryStep {
+            name,
+            state,
+            uris,
+            suites,
+            components,
+            architectures,
+            key: Some(KeySource::Trusted),
+        }));
+    }
+
     let sha256 = match f.opt_str("key_sha256")? {
         None => None,
         Some(s) => {
@@ -327,7 +365,7 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
                 "name",
                 "an apt_repository step needs its signing key: `key_source` or `key_url`"
                     .to_owned(),
-                "write key_source = \"keys/NAME.asc\" (under files/), or key_url = \"https://...\" with key_sha256",
+                "write key_source = \"keys/NAME.asc\" (under files/), or key_url = \"https://...\" with key_sha256 (or trusted = true for a local file: repository)",
             ));
         }
     };

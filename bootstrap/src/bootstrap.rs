@@ -615,7 +615,23 @@ async fn converge(
     changed |= installed;
 
     let config_changed = phase("configure agent", async {
-        let toml = state::agent_toml(plan);
+        // Settings the host has that the bootstrap does not write (a secrets backend
+        // set up beforehand, which the first converge may need) are kept.
+        let existing = remote
+            .root_ok(
+                "reading the host's agent.toml",
+                scripts::READ_AGENT_TOML,
+                &[state::AGENT_TOML],
+                remote::SHORT,
+            )
+            .await?;
+        let toml = state::merged_agent_toml(plan, &existing).map_err(|why| {
+            Failure::new(format!(
+                "the host's {} does not read as TOML: {why}",
+                state::AGENT_TOML
+            ))
+            .hint("fix or remove it on the host (the bootstrap keeps the settings it does not write itself), then run infra-bootstrap again")
+        })?;
         let mut files: Vec<(&str, &[u8], &str)> =
             vec![("agent.toml", toml.as_bytes(), state::AGENT_TOML)];
         if let Some(key) = &local.deploy_key {

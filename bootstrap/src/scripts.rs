@@ -79,6 +79,10 @@ while [ $# -ge 2 ]; do
 done
 "#;
 
+/// Prints the host's agent.toml (`$1`), or nothing when there is none.
+pub const READ_AGENT_TOML: &str = r#"if [ -f "$1" ]; then cat "$1"; fi
+"#;
+
 /// Where the sshd configuration is saved before the first converge.
 pub const SSH_BACKUP: &str = "/var/lib/infra-agent/bootstrap/etc-ssh.tar";
 /// Where a restore moves the sshd configuration that failed.

@@ -174,6 +174,38 @@ pub fn agent_toml(plan: &HostPlan) -> String {
     out
 }
 
+/// The agent.toml keys the bootstrap writes itself ([`agent_toml`]). Every other key
+/// of a host's agent.toml is the host's own and survives a bootstrap.
+pub const OWNED_KEYS: [&str; 5] = [
+    "repository",
+    "branch",
+    "deploy_key",
+    "known_hosts",
+    "hostname",
+];
+
+/// The agent.toml to write on a host whose file is `existing` (empty when there is
+/// none): [`agent_toml`], then the host's settings the bootstrap does not own (a
+/// secrets backend set up before the bootstrap, so that the first converge can read
+/// secrets; an interval), in the file's own words. `Err` says why `existing` does not
+/// read.
+pub fn merged_agent_toml(plan: &HostPlan, existing: &str) -> Result<String, String> {
+    let mut out = agent_toml(plan);
+    let table: toml::Table = toml::from_str(existing).map_err(|e| e.message().to_owned())?;
+    let kept: toml::Table = table
+        .into_iter()
+        .filter(|(key, _)| !OWNED_KEYS.contains(&key.as_str()))
+        .collect();
+    if !kept.is_empty() {
+        let text = toml::to_string(&kept).map_err(|e| e.to_string())?;
+        out.push_str(
+            "\n# Kept from the host's agent.toml: settings infra-bootstrap does not write.\n",
+        );
+        out.push_str(&text);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +307,27 @@ mod tests {
         for url in ["https://git.lan/x.git", "file:///srv/x", "/srv/git/x.git"] {
             assert!(!is_ssh_url(url), "{url}");
         }
+    }
+
+    #[test]
+    fn a_bootstrap_keeps_the_settings_it_does_not_write() {
+        let (_dir, r) = repo(
+            &format!("[admin]\nuser = \"alice\"\nkeys = [\"{KEY}\"]\n"),
+            "",
+        );
+        let p = plan(&r, "media-01", Some("/srv/state"), None).unwrap();
+        assert_eq!(merged_agent_toml(&p, "").unwrap(), agent_toml(&p));
+        let existing = "repository = \"/old\"\nhostname = \"old\"\nsecrets_backend = \"op\"\nop_path = \"/usr/local/lib/op\"\ninterval = 60\n";
+        let merged = merged_agent_toml(&p, existing).unwrap();
+        let table: toml::Table = toml::from_str(&merged).unwrap();
+        assert_eq!(table["repository"].as_str(), Some("/srv/state"));
+        assert_eq!(table["hostname"].as_str(), Some("media-01"));
+        assert_eq!(table["secrets_backend"].as_str(), Some("op"));
+        assert_eq!(table["op_path"].as_str(), Some("/usr/local/lib/op"));
+        assert_eq!(table["interval"].as_integer(), Some(60));
+        assert_eq!(merged.matches("repository =").count(), 1, "{merged}");
+        // A second bootstrap reads what the first wrote and writes the same again.
+        assert_eq!(merged_agent_toml(&p, &merged).unwrap(), merged);
+        assert!(merged_agent_toml(&p, "secrets_backend = ").is_err());
     }
 }

@@ -16,6 +16,7 @@ pub mod scripts;
 pub mod secret;
 pub mod ssh;
 pub mod stage;
+pub mod stage_standins;
 pub mod state;
 pub mod target;
 

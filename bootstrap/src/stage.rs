@@ -4,16 +4,21 @@
 //!
 //! `up` starts one container per host (systemd and sshd, from a base image built
 //! locally by `packaging/stage/bookworm.sh`), copies the working tree to
-//! `/srv/state` and bootstraps the host by running `infra-bootstrap` over SSH on the
-//! container's published port, with `--repo /srv/state`: the agent reads that
-//! directory as it is. `apply` copies the tree in again and runs `infra-agent --once`.
-//! `down` removes the containers. Each host ends with one summary line.
+//! `/srv/state`, gives the container the stand-ins of the repository's `staging/`
+//! directory ([`crate::stage_standins`]: a stand-in `op`, a local apt repository) and
+//! bootstraps the host by running `infra-bootstrap` over SSH on the container's
+//! published port, with `--repo /srv/state`: the agent reads that directory as it is.
+//! `apply` copies the tree and the stand-ins in again and runs `infra-agent --once`.
+//! `down` removes the containers. Containers start one after another; bootstraps
+//! and converges run four at a time. Each host ends with one summary line.
 //!
 //! Docker, tar, git and infra-bootstrap run through [`infra_agent::process`], the one
 //! place processes are started.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
@@ -23,7 +28,7 @@ use infra_agent::status::{RunRecord, Trigger};
 
 use crate::bootstrap::Usage;
 use crate::failure::Failure;
-use crate::state;
+use crate::{stage_standins, state};
 
 /// The image recipe, built into infra-stage; its text decides the image's tag.
 pub const RECIPE: &str = include_str!("../../packaging/stage/bookworm.sh");
@@ -42,6 +47,8 @@ pub const LOCAL_DIR: &str = ".infra-stage";
 /// The inventory environment staged.
 pub const ENV: &str = "staging";
 
+/// How many hosts are bootstrapped or converged at once.
+const PARALLEL: usize = 4;
 /// Bound on building the base image (debootstrap: a few minutes).
 const BUILD_TIMEOUT: Duration = Duration::from_mins(30);
 /// Bound on one bootstrap or converge (package installs included).
@@ -145,7 +152,7 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
     let stage = Stage { docker, dir, args };
     let results = match args.action {
         Action::Up => stage.up(&hosts)?,
-        Action::Apply => hosts.iter().map(|h| stage.apply(h)).collect(),
+        Action::Apply => in_parallel(&hosts, |h| stage.apply(h)),
         Action::Down => stage.down(&hosts)?,
     };
     println!();
@@ -475,6 +482,16 @@ impl Docker {
     }
 }
 
+/// What `up` still has to do for a host once its container is there.
+enum Job {
+    /// Already up: converge it as `apply` does.
+    Apply,
+    /// Started now: bootstrap it over SSH on `port`.
+    Bootstrap { port: u16, started: Instant },
+    /// Nothing: it ended already.
+    Done(HostResult),
+}
+
 /// One invocation's context.
 struct Stage<'a> {
     docker: Docker,
@@ -594,19 +611,22 @@ impl Stage<'_> {
         Ok(())
     }
 
+    /// Starts the containers of `hosts` one after another (each gets its port, and the
+    /// `known_hosts` entries of that port are dropped, before any bootstrap appends to
+    /// that file), then bootstraps them, or converges those already up, in parallel.
     fn up(&self, hosts: &[String]) -> anyhow::Result<Vec<HostResult>> {
         let (password_file, password) = self.prepare_local()?;
         let mut image = None;
-        let mut results = Vec::new();
+        let mut jobs = Vec::new();
         for host in hosts {
             let name = container_name(host);
             let started = Instant::now();
-            let result = match self.docker.owner(&name)? {
+            let job = match self.docker.owner(&name)? {
                 Some(owner) if owner == self.dir.to_string_lossy() => {
                     println!("== {host}: already up ({name}); converging the working tree");
-                    self.apply(host)
+                    Job::Apply
                 }
-                Some(owner) => HostResult {
+                Some(owner) => Job::Done(HostResult {
                     host: host.clone(),
                     ok: false,
                     counts: None,
@@ -619,7 +639,7 @@ impl Stage<'_> {
                             owner.as_str()
                         }
                     ),
-                },
+                }),
                 None => {
                     if image.is_none() {
                         image = Some(self.image()?);
@@ -627,20 +647,26 @@ impl Stage<'_> {
                     }
                     let image = image.as_deref().expect("set just above");
                     match self.start(host, &name, image, &password) {
-                        Ok(port) => self.bootstrap(host, &name, port, &password_file, started),
-                        Err(e) => HostResult {
+                        Ok(port) => Job::Bootstrap { port, started },
+                        Err(e) => Job::Done(HostResult {
                             host: host.clone(),
                             ok: false,
                             counts: None,
                             took: started.elapsed(),
                             detail: failure_text(&e),
-                        },
+                        }),
                     }
                 }
             };
-            results.push(result);
+            jobs.push((host, job));
         }
-        Ok(results)
+        Ok(in_parallel(&jobs, |(host, job)| match job {
+            Job::Apply => self.apply(host),
+            Job::Bootstrap { port, started } => {
+                self.bootstrap(host, &container_name(host), *port, &password_file, *started)
+            }
+            Job::Done(result) => result.clone(),
+        }))
     }
 
     /// Starts the container of `host`, waits for systemd, gives it its own SSH host
@@ -717,6 +743,7 @@ systemctl restart ssh.service";
             })?;
         }
         self.copy_tree(name)?;
+        self.provide_standins(name)?;
         Ok(port)
     }
 
@@ -784,6 +811,133 @@ rm -rf {REMOTE_TREE}.old"
         Ok(files.len())
     }
 
+    /// Gives the container the stand-ins of the repository's `staging/` directory
+    /// (see [`stage_standins`]): with `staging/apt/`, the stand-in apt repository;
+    /// with `staging/secrets.toml`, the stand-in `op`, its map and token, and the
+    /// agent.toml settings that use them (a running daemon is reloaded when they
+    /// change).
+    fn provide_standins(&self, name: &str) -> Result<(), Failure> {
+        if self.dir.join(stage_standins::APT_DIR).is_dir() {
+            let src = format!("{REMOTE_TREE}/{}", stage_standins::APT_DIR);
+            let out = self.docker.exec(
+                name,
+                &[
+                    "sh",
+                    "-c",
+                    stage_standins::BUILD_APT,
+                    "sh",
+                    &src,
+                    stage_standins::APT_REPO,
+                ],
+                None,
+                DOCKER_TIMEOUT,
+            )?;
+            if !out.success() {
+                return fail_f(
+                    format!(
+                        "building the stand-in apt repository {name}:{} failed: {}",
+                        stage_standins::APT_REPO,
+                        out.message()
+                    ),
+                    format!(
+                        "each directory of {} is a package tree: DEBIAN/control and the files, laid out as installed",
+                        stage_standins::APT_DIR
+                    ),
+                );
+            }
+        }
+        let Some(secrets) = stage_standins::Secrets::read(&self.dir)? else {
+            return Ok(());
+        };
+        self.put(
+            name,
+            stage_standins::OP_PROGRAM,
+            "0755",
+            stage_standins::OP_SCRIPT.as_bytes(),
+        )?;
+        self.put(
+            name,
+            stage_standins::OP_TOKEN,
+            "0600",
+            b"infra-stage: the stand-in op needs no token\n",
+        )?;
+        self.put(
+            name,
+            stage_standins::SECRETS_MAP,
+            "0600",
+            secrets.map_file().as_bytes(),
+        )?;
+        let read = self.docker.exec(
+            name,
+            &[
+                "sh",
+                "-c",
+                "if [ -f \"$1\" ]; then cat \"$1\"; fi",
+                "sh",
+                state::AGENT_TOML,
+            ],
+            None,
+            DOCKER_TIMEOUT,
+        )?;
+        if !read.success() {
+            return fail_f(
+                format!(
+                    "reading {name}:{} failed: {}",
+                    state::AGENT_TOML,
+                    read.message()
+                ),
+                format!("is the container running? `docker ps -a --filter name={name}`"),
+            );
+        }
+        let existing = String::from_utf8_lossy(&read.stdout);
+        match stage_standins::with_agent_settings(&existing) {
+            Ok(None) => Ok(()),
+            Ok(Some(text)) => {
+                self.put(name, state::AGENT_TOML, "0600", text.as_bytes())?;
+                let _ = self.docker.exec(
+                    name,
+                    &["sh", "-c", "if systemctl is-active -q infra-agent; then systemctl reload infra-agent; fi"],
+                    None,
+                    DOCKER_TIMEOUT,
+                )?;
+                Ok(())
+            }
+            Err(why) => fail_f(
+                format!("{name}:{} does not read as TOML: {why}", state::AGENT_TOML),
+                format!(
+                    "fix it (`docker exec -it {name} bash`), or `infra-stage down` and `up` again"
+                ),
+            ),
+        }
+    }
+
+    /// Writes `content` to `path` in the container (root, `mode`), through a
+    /// temporary file renamed over it; a missing directory is made 0700 under /etc and
+    /// 0755 elsewhere.
+    fn put(&self, name: &str, path: &str, mode: &str, content: &[u8]) -> Result<(), Failure> {
+        let script = r#"set -eu
+dir=$(dirname "$1")
+if [ ! -d "$dir" ]; then
+  case $dir in /etc/*) mkdir -p -m 0700 "$dir" ;; *) mkdir -p -m 0755 "$dir" ;; esac
+fi
+cat >"$1.infra-stage-tmp"
+chmod "$2" "$1.infra-stage-tmp"
+mv -f "$1.infra-stage-tmp" "$1""#;
+        let out = self.docker.exec(
+            name,
+            &["sh", "-c", script, "sh", path, mode],
+            Some(content.to_vec()),
+            DOCKER_TIMEOUT,
+        )?;
+        if !out.success() {
+            return fail_f(
+                format!("writing {name}:{path} failed: {}", out.message()),
+                format!("is the container running? `docker ps -a --filter name={name}`"),
+            );
+        }
+        Ok(())
+    }
+
     /// Runs infra-bootstrap against the container and reports its first converge.
     fn bootstrap(
         &self,
@@ -833,8 +987,7 @@ rm -rf {REMOTE_TREE}.old"
                 };
             }
         };
-        indent(&out.stdout);
-        indent(&out.stderr);
+        print_output(host, "infra-bootstrap", &out);
         if !out.success() {
             return HostResult {
                 host: host.to_owned(),
@@ -879,7 +1032,10 @@ rm -rf {REMOTE_TREE}.old"
             Err(e) => return failed(failure_text(&e)),
         }
         println!("== {host}: copying the working tree and running infra-agent --once");
-        if let Err(e) = self.copy_tree(&name) {
+        if let Err(e) = self
+            .copy_tree(&name)
+            .and_then(|_| self.provide_standins(&name))
+        {
             return failed(failure_text(&e));
         }
         let out = match self.docker.exec(
@@ -891,8 +1047,7 @@ rm -rf {REMOTE_TREE}.old"
             Ok(out) => out,
             Err(e) => return failed(failure_text(&e)),
         };
-        indent(&out.stdout);
-        indent(&out.stderr);
+        print_output(host, "infra-agent --once", &out);
         if !matches!(out.code, Some(0 | 2 | 4 | 6)) {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let why = stderr
@@ -971,37 +1126,49 @@ rm -rf {REMOTE_TREE}.old"
         if targets.is_empty() {
             println!("no staging container of {} is up", self.dir.display());
         }
-        let mut results = Vec::new();
-        for (name, host) in targets {
+        // Ports first (a removed container has none), then the removals in parallel,
+        // then the known_hosts entries, one rewrite after another.
+        let targets: Vec<(String, String, Option<u16>)> = targets
+            .into_iter()
+            .map(|(name, host)| {
+                let port = ours
+                    .iter()
+                    .any(|(n, _, _)| *n == name)
+                    .then(|| self.docker.ssh_port(&name).ok())
+                    .flatten();
+                (name, host, port)
+            })
+            .collect();
+        let results = in_parallel(&targets, |(name, host, _)| {
             let started = Instant::now();
-            if !ours.iter().any(|(n, _, _)| *n == name) {
-                results.push(HostResult {
-                    host,
+            if !ours.iter().any(|(n, _, _)| n == name) {
+                return HostResult {
+                    host: host.clone(),
                     ok: true,
                     counts: None,
                     took: started.elapsed(),
                     detail: "not up".to_owned(),
-                });
-                continue;
+                };
             }
-            let port = self.docker.ssh_port(&name).ok();
             let removed = self.docker.run_ok(
                 &format!("removing {name}"),
                 ["rm", "-f", "-v", name.as_str()],
             );
-            if let (Ok(_), Some(port)) = (&removed, port) {
-                let known_hosts = self.known_hosts();
-                if let Ok(text) = fs_err::read_to_string(&known_hosts) {
-                    let _ = fs_err::write(&known_hosts, forget_port(&text, port));
-                }
-            }
-            results.push(HostResult {
-                host,
+            HostResult {
+                host: host.clone(),
                 ok: removed.is_ok(),
                 counts: None,
                 took: started.elapsed(),
                 detail: removed.map_or_else(|e| failure_text(&e), |_| format!("removed {name}")),
-            });
+            }
+        });
+        for ((_, _, port), result) in targets.iter().zip(&results) {
+            if let (true, Some(port)) = (result.ok, port) {
+                let known_hosts = self.known_hosts();
+                if let Ok(text) = fs_err::read_to_string(&known_hosts) {
+                    let _ = fs_err::write(&known_hosts, forget_port(&text, *port));
+                }
+            }
         }
         let attached = self.docker.run([
             "network",
@@ -1026,10 +1193,41 @@ fn beside(program: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(program))
 }
 
-fn indent(bytes: &[u8]) {
-    for line in String::from_utf8_lossy(bytes).lines() {
-        println!("   | {line}");
+/// Prints what a host's program printed as one block (one `print!`, so the blocks of
+/// hosts that run at the same time never mix), under a line naming the host.
+fn print_output(host: &str, what: &str, out: &CmdOutput) {
+    let mut block = format!("== {host}: output of {what}\n");
+    for bytes in [&out.stdout, &out.stderr] {
+        for line in String::from_utf8_lossy(bytes).lines() {
+            block.push_str("   | ");
+            block.push_str(line);
+            block.push('\n');
+        }
     }
+    print!("{block}");
+}
+
+/// Runs `work` on every item, [`PARALLEL`] at a time; the results in the items' order.
+fn in_parallel<T: Sync>(items: &[T], work: impl Fn(&T) -> HostResult + Sync) -> Vec<HostResult> {
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<HostResult>>> = Mutex::new(vec![None; items.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..items.len().min(PARALLEL) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let result = work(item);
+                    done.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(result);
+                }
+            });
+        }
+    });
+    done.into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .map(|r| r.expect("every item ran: the workers took each index once"))
+        .collect()
 }
 
 fn exit_text(out: &CmdOutput) -> String {
@@ -1232,6 +1430,30 @@ mod tests {
             detail: "gone".into(),
         };
         assert_eq!(down.line(4), "FAILED ha    0.1s  gone");
+    }
+
+    #[test]
+    fn hosts_run_in_parallel_up_to_the_limit_and_results_keep_their_order() {
+        let hosts: Vec<String> = (0..7).map(|i| format!("h{i}")).collect();
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let results = in_parallel(&hosts, |h| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(30));
+            running.fetch_sub(1, Ordering::SeqCst);
+            HostResult {
+                host: h.clone(),
+                ok: true,
+                counts: None,
+                took: Duration::ZERO,
+                detail: String::new(),
+            }
+        });
+        let names: Vec<&str> = results.iter().map(|r| r.host.as_str()).collect();
+        assert_eq!(names, ["h0", "h1", "h2", "h3", "h4", "h5", "h6"]);
+        let most = most.load(Ordering::SeqCst);
+        assert!(most > 1 && most <= PARALLEL, "{most} at once");
     }
 
     #[test]

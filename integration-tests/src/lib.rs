@@ -44,6 +44,8 @@
 //!   sha256 of paths, to prove a run changed nothing), [`TestHost::ssh_port`] (sshd,
 //!   published on 127.0.0.1), [`TestHost::commit`].
 //! - Every process wait is bounded ([`process::run`]); so is the boot.
+//! - [`stage_support`]: running the real `infra-stage` against the base image, its
+//!   summary lines, and removing the staging containers of dead test runs.
 //! - [`apt_repo::serve`] builds a signed apt repository with test packages
 //!   ([`DebPackage`]) inside a host and serves it on 127.0.0.1.
 //!
@@ -64,6 +66,7 @@ pub mod docker;
 pub mod git_server;
 pub mod image;
 pub mod process;
+pub mod stage_support;
 pub mod test_host;
 
 pub use apt_repo::DebPackage;

@@ -8,76 +8,19 @@
 //! renders fails both hosts (exit 1) and changes nothing; `down` removes the
 //! containers.
 //!
-//! The containers start from the harness's base image (`--image`), which the other
-//! container tests share, rather than from infra-stage's own recipe
-//! (packaging/stage/bookworm.sh), which would cost a second debootstrap in CI.
-//! Host names carry this process's id so that parallel runs never share a container;
-//! containers of runs that died are removed first (their repository path names the
-//! dead process).
+//! The containers start from the harness's base image (see
+//! `integration_tests::stage_support`). Host names carry this process's id so that
+//! parallel runs never share a container; containers of runs that died are removed
+//! first (their repository path names the dead process).
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use integration_tests::process::{self, Output};
-use integration_tests::{Docker, base_image, binary, docker, write_tree};
-
-const RUN_TIMEOUT: Duration = Duration::from_mins(10);
-const TEMP_PREFIX: &str = "home-infra-stage-";
-
-/// Removes this test's containers when it ends, however it ends.
-struct Cleanup(Vec<String>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let docker = Docker::require();
-        for name in &self.0 {
-            let _ = docker.run(&["rm", "-f", "-v", name]);
-        }
-    }
-}
-
-/// Removes the staging containers of earlier runs of this test whose process is gone.
-fn remove_dead_runs(docker: Docker) {
-    let format = "{{.Names}}\t{{.Label \"home-infra.stage.repo\"}}";
-    let list = docker.run_ok(&[
-        "ps",
-        "-a",
-        "--filter",
-        "label=home-infra.stage.repo",
-        "--format",
-        format,
-    ]);
-    for line in list.lines() {
-        let Some((name, repo)) = line.split_once('\t') else {
-            continue;
-        };
-        let pid = repo
-            .split('/')
-            .find_map(|part| part.strip_prefix(TEMP_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            eprintln!("removing {name}, left by a dead test run");
-            let _ = docker.run(&["rm", "-f", "-v", name]);
-        }
-    }
-}
-
-fn key_pair(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("admin_key");
-    let out = process::run(
-        process::command("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@stage", "-f"])
-            .arg(&key),
-        None,
-        Duration::from_secs(30),
-    );
-    assert!(out.success(), "ssh-keygen: {out}");
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("the public key");
-    (key, public.trim().to_owned())
-}
+use integration_tests::process;
+use integration_tests::stage_support::{
+    Cleanup, TEMP_PREFIX, key_pair, remove_dead_runs, stage, summary_line,
+};
+use integration_tests::{Docker, write_tree};
 
 /// The first_boot-like role (admin, key, sudo, sshd lockdown) and a `site` role with
 /// a file and a template whose content depends on the host.
@@ -147,36 +90,6 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(out.success(), "git {args:?}: {out}");
 }
 
-fn stage(repo: &Path, key: &Path, args: &[&str]) -> Output {
-    let started = Instant::now();
-    let mut cmd = process::command(binary("infra-stage"));
-    cmd.current_dir(repo)
-        .env("DOCKER_API_VERSION", docker::api_version())
-        .env_remove("SSH_AUTH_SOCK")
-        .args(args)
-        .arg("-i")
-        .arg(key)
-        .args(["--image", &base_image()]);
-    let out = process::run(&mut cmd, None, RUN_TIMEOUT);
-    eprintln!(
-        "--- infra-stage {args:?} ({:.1?})\n{out}",
-        started.elapsed()
-    );
-    out
-}
-
-/// The summary line of `host` (the last line starting with a status and the host).
-fn summary_line<'a>(out: &'a Output, host: &str) -> &'a str {
-    out.stdout
-        .lines()
-        .rev()
-        .find(|l| {
-            let mut words = l.split_whitespace();
-            matches!(words.next(), Some("ok" | "FAILED")) && words.next() == Some(host)
-        })
-        .unwrap_or_else(|| panic!("no summary line for {host}:\n{out}"))
-}
-
 fn cat(docker: Docker, container: &str, path: &str) -> String {
     docker.run_ok(&["exec", container, "cat", path])
 }
@@ -189,11 +102,11 @@ fn stage_up_apply_down_converges_the_working_tree() {
     let media = format!("media-{pid}");
     let ha = format!("ha-{pid}");
     let containers = [format!("infra-stage-{media}"), format!("infra-stage-{ha}")];
-    let _cleanup = Cleanup(containers.to_vec());
     let repo = tempfile::Builder::new()
         .prefix(&format!("{TEMP_PREFIX}{pid}-"))
         .tempdir()
         .expect("a temp dir");
+    let _cleanup = Cleanup(repo.path().to_owned());
     let keys = tempfile::tempdir().expect("a temp dir");
     let (key, public) = key_pair(keys.path());
     state_repo(repo.path(), &media, &ha, &public);

@@ -68,14 +68,14 @@ pub fn remove_dead_runs(docker: Docker) {
     }
 }
 
-/// An unencrypted ed25519 key pair in `dir`: the private key's path and the public
-/// key's line.
+/// An unencrypted ed25519 key pair `dir/name` (commented `name`): the private key's
+/// path and the public key's line.
 #[must_use]
-pub fn key_pair(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("admin_key");
+pub fn key_pair(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
     let out = process::run(
         process::command("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@stage", "-f"])
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
             .arg(&key),
         None,
         Duration::from_secs(30),

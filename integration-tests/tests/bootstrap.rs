@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::git_server::GitServer;
 use integration_tests::process::{self, Output};
+use integration_tests::stage_support::key_pair;
 use integration_tests::{Network, TestHost, binary, first_boot_role, write_tree};
 
 const ROOT_PASSWORD: &str = "provider-root-pw";
@@ -48,21 +49,6 @@ fn provider_image(host: &TestHost) {
         "PermitRootLogin yes\nPasswordAuthentication yes\n",
     );
     host.exec_ok(&["systemctl", "reload", "ssh.service"]);
-}
-
-/// An ed25519 key pair made with ssh-keygen in `dir`: (private key path, public line).
-fn key_pair(dir: &Path, name: &str) -> (PathBuf, String) {
-    let key = dir.join(name);
-    let out = process::run(
-        process::command("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-            .arg(&key),
-        None,
-        Duration::from_secs(30),
-    );
-    assert!(out.success(), "ssh-keygen: {out}");
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("the public key");
-    (key, public.trim().to_owned())
 }
 
 /// The state repository: lab-01 gets the right `first_boot`, lab-02 one that installs

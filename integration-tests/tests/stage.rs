@@ -108,7 +108,7 @@ fn stage_up_apply_down_converges_the_working_tree() {
         .expect("a temp dir");
     let _cleanup = Cleanup(repo.path().to_owned());
     let keys = tempfile::tempdir().expect("a temp dir");
-    let (key, public) = key_pair(keys.path());
+    let (key, public) = key_pair(keys.path(), "admin_key");
     state_repo(repo.path(), &media, &ha, &public);
     git(repo.path(), &["init", "-q", "-b", "main"]);
     git(repo.path(), &["add", "-A"]);

@@ -65,7 +65,7 @@ fn the_example_converges_on_its_staging_hosts() {
     }
     copy_tree(&workspace_root().join("state-repo-example"), repo.path());
     let keys = tempfile::tempdir().expect("a temp dir");
-    let (key, public) = key_pair(keys.path());
+    let (key, public) = key_pair(keys.path(), "admin_key");
     let staging: PathBuf = repo.path().join("group_data/staging.toml");
     let mut data = std::fs::read_to_string(&staging).expect("the example's staging data");
     assert!(

@@ -1,8 +1,12 @@
-//! The flags of `infra-bootstrap`.
+//! The flags of `infra-bootstrap`, and the `main` both binaries share.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
+
+use crate::Failure;
+use crate::bootstrap::Usage;
 
 /// Turn a fresh server reachable over SSH into a host managed by infra-agent.
 ///
@@ -74,4 +78,46 @@ pub struct Args {
     /// Seconds to wait for the host to answer.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub connect_timeout: u64,
+}
+
+/// The `main` of both binaries: parses `A` (a usage error exits 64, `--help` 0), runs
+/// `run` and turns its outcome into the exit code: 0 when it returns `true`, 1 when
+/// `false` or on a failure, 64 on a [`Usage`] error. A failure prints `error:` with its
+/// message and its hint after `hint:`; any other error prints its chain of causes.
+#[must_use]
+pub fn main_with<A: clap::Parser>(run: impl FnOnce(&A) -> anyhow::Result<bool>) -> ExitCode {
+    let args = match A::try_parse() {
+        Ok(args) => args,
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(64);
+        }
+    };
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(err) => {
+            let (code, failure) = if let Some(Usage(f)) = err.downcast_ref::<Usage>() {
+                (64, Some(f))
+            } else {
+                (1, err.downcast_ref::<Failure>())
+            };
+            if let Some(f) = failure {
+                eprintln!("error: {}", f.message);
+                if let Some(hint) = f.hint.as_deref() {
+                    for (i, line) in hint.lines().enumerate() {
+                        let lead = if i == 0 { "hint: " } else { "      " };
+                        eprintln!("{lead}{line}");
+                    }
+                }
+            } else {
+                eprintln!("error: {err}");
+                for cause in err.chain().skip(1) {
+                    eprintln!("Caused by: {cause}");
+                }
+            }
+            ExitCode::from(code)
+        }
+    }
 }

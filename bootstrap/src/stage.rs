@@ -872,7 +872,7 @@ rm -rf {REMOTE_TREE}.old"
             &[
                 "sh",
                 "-c",
-                "if [ -f \"$1\" ]; then cat \"$1\"; fi",
+                crate::scripts::READ_AGENT_TOML,
                 "sh",
                 state::AGENT_TOML,
             ],

@@ -155,16 +155,23 @@ pub fn placeholder(reference: &Reference) -> String {
 #[must_use]
 pub fn placeholders(text: &str) -> Vec<&str> {
     let mut found = Vec::new();
+    scan(text, |_, reference| found.push(reference));
+    found
+}
+
+/// Calls `each(text before, reference)` for every whole placeholder of `text`, in
+/// order, and returns what follows the last one (an unclosed opener included).
+fn scan<'t>(text: &'t str, mut each: impl FnMut(&'t str, &'t str)) -> &'t str {
     let mut rest = text;
     while let Some(open) = rest.find(OPEN) {
         let after = &rest[open + OPEN.len_utf8()..];
         let Some(close) = after.find(CLOSE) else {
             break;
         };
-        found.push(&after[..close]);
+        each(&rest[..open], &after[..close]);
         rest = &after[close + CLOSE.len_utf8()..];
     }
-    found
+    rest
 }
 
 /// Whether `text` is exactly one placeholder.
@@ -219,16 +226,10 @@ fn replace(text: &str, with: impl Fn(&str) -> String) -> String {
         return text.to_owned();
     }
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find(OPEN) {
-        let after = &rest[open + OPEN.len_utf8()..];
-        let Some(close) = after.find(CLOSE) else {
-            break;
-        };
-        out.push_str(&rest[..open]);
-        out.push_str(&with(&after[..close]));
-        rest = &after[close + CLOSE.len_utf8()..];
-    }
+    let rest = scan(text, |before, reference| {
+        out.push_str(before);
+        out.push_str(&with(reference));
+    });
     out.push_str(rest);
     out
 }

@@ -271,7 +271,7 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
         ));
     }
 
-    if f.opt_bool("trusted")? == Some(true) {
+    let key = if f.opt_bool("trusted")? == Some(true) {
         if let Some(bad) = uris.iter().find(|u| !u.starts_with("file:")) {
             return Err(err(
                 f,
@@ -284,17 +284,25 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
             &["key_source", "key_url", "key_sha256"],
             "with trusted = true (apt reads the repository without checking signatures)",
         )?;
-        return Ok(StepKind::AptRepository(AptRepositoryStep {
-            name,
-            state,
-            uris,
-            suites,
-            components,
-            architectures,
-            key: Some(KeySource::Trusted),
-        }));
-    }
+        KeySource::Trusted
+    } else {
+        signing_key(f, ctx)?
+    };
 
+    Ok(StepKind::AptRepository(AptRepositoryStep {
+        name,
+        state,
+        uris,
+        suites,
+        components,
+        architectures,
+        key: Some(key),
+    }))
+}
+
+/// The keyring of a signed repository: `key_source` (under `files/`) or `key_url` with
+/// `key_sha256`, exactly one of them.
+fn signing_key(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<KeySource, Diagnostic> {
     let sha256 = match f.opt_str("key_sha256")? {
         None => None,
         Some(s) => {
@@ -369,14 +377,5 @@ fn build(f: &Rendered<'_>, ctx: &dyn BuildCtx) -> Result<StepKind, Diagnostic> {
             ));
         }
     };
-
-    Ok(StepKind::AptRepository(AptRepositoryStep {
-        name,
-        state,
-        uris,
-        suites,
-        components,
-        architectures,
-        key: Some(key),
-    }))
+    Ok(key)
 }

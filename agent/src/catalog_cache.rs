@@ -354,37 +354,15 @@ impl Cache {
             return;
         };
         if path.parent().is_some_and(Path::is_dir) {
-            let _ = write_private(path, &bytes);
+            // Not fsynced: a cache lost to a power cut is compiled again.
+            let _ = crate::status::write_atomic_mode(
+                path,
+                &bytes,
+                0o600,
+                crate::status::Durability::Replaced,
+            );
         }
     }
-}
-
-/// Replaces `path` with `bytes`, mode 0600, in one rename (not fsynced: a cache lost
-/// to a power cut is compiled again).
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("no file name"))?
-        .to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.infra-tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(bytes)?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// The key: this agent, `hostname` and `facts`. `None` when the agent cannot name its

@@ -755,6 +755,16 @@ pub(crate) fn write_atomic(
     bytes: &[u8],
     durability: Durability,
 ) -> std::io::Result<()> {
+    write_atomic_mode(path, bytes, 0o644, durability)
+}
+
+/// [`write_atomic`] with another mode than 0644 (0600 for what only root may read).
+pub(crate) fn write_atomic_mode(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    durability: Durability,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -774,7 +784,7 @@ pub(crate) fn write_atomic(
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(mode)
             .open(&tmp)
         {
             Ok(file) => break (tmp, file),
@@ -784,7 +794,7 @@ pub(crate) fn write_atomic(
     };
     let result = (|| {
         // The umask may have narrowed the mode given at creation.
-        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
         if durability == Durability::Synced {
             file.sync_all()?;

@@ -252,7 +252,7 @@ const MAX_GAP: usize = 120;
 const FRAMES: &[(&str, &str)] = &[
     ("error: ", "agent/src/main.rs"),
     ("warning: ", "agent/src/once.rs"),
-    ("hint: ", "bootstrap/src/bin/infra-bootstrap.rs"),
+    ("hint: ", "bootstrap/src/cli.rs"),
     ("{step}: FAILED: ", "agent/src/report.rs"),
     ("{step}: skipped: ", "agent/src/report.rs"),
     ("fetch failed: ", "agent/src/pull.rs"),

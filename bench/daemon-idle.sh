@@ -4,8 +4,10 @@
 #
 #   bench/daemon-idle.sh [BIN]            (as root)
 #
-# BIN is an infra-agent binary to measure; without it the script builds
-# `cargo build --release -p infra-agent` (offline). In a temporary directory it writes a
+# BIN is an infra-agent binary to measure, with infra-agent-fetch beside it; without it
+# the script builds `cargo build --release -p infra-agent`, then
+# `cargo build --release -p infra-agent-fetch` (offline; two cargo commands, so the
+# agent links no OpenSSL). In a temporary directory it writes a
 # state repository (bench/pull-common.sh: host bench-01, one role of one directory and
 # FILES `file` steps under WORK/root), commits it into a bare repository, and writes an
 # agent.toml: repository = "file://WORK/remote.git", state_dir = WORK/state,

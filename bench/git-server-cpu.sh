@@ -5,9 +5,10 @@
 #
 #   bench/git-server-cpu.sh [BIN]            (as root, with Docker running)
 #
-# BIN is an infra-agent binary; without it the script builds
-# `cargo build --release -p infra-agent` (offline). It boots a git server container (the
-# integration tests' image with systemd as PID 1, set up as
+# BIN is an infra-agent binary, with infra-agent-fetch beside it; without it the script
+# builds `cargo build --release -p infra-agent`, then `cargo build --release -p
+# infra-agent-fetch` (offline; two cargo commands, so the agent links no OpenSSL). It
+# boots a git server container (the integration tests' image with systemd as PID 1, set up as
 # integration-tests/src/git_server.rs does: user git with git-shell, the deploy key
 # with `restrict`, a pinned ed25519 host key; sshd logs to journald), port 22 published
 # on 127.0.0.1, and pushes into it a small state repository (bench/pull-common.sh: host

@@ -49,6 +49,7 @@ TARGET_MS=${TARGET_MS:-30}
 TARGET_MB=${TARGET_MB:-10}
 BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench}
 BIN=$ROOT/target/release/infra-agent
+FETCH=$ROOT/target/release/infra-agent-fetch # the fetch helper, installed beside the agent
 RECIPE=$ROOT/integration-tests/images/bookworm.sh
 LOCK_FILE=/tmp/home-infra-test-image.lock # the harness's (integration-tests/src/image.rs)
 HOST=noop-01                              # the container's hostname
@@ -117,6 +118,10 @@ docker ps -a --filter "label=$LABEL" --format "{{.Names}} {{.Label \"$LABEL\"}}"
 say "building: cargo build --release -p infra-agent"
 (cd "$ROOT" && cargo build --offline --release -p infra-agent >&2)
 [[ -x $BIN ]] || die "$BIN was not built"
+# A cargo command of its own: built in one with the agent, the agent would link OpenSSL.
+say "building: cargo build --release -p infra-agent-fetch"
+(cd "$ROOT" && cargo build --offline --release -p infra-agent-fetch >&2)
+[[ -x $FETCH ]] || die "$FETCH was not built"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/once-noop-container.XXXXXX")
 cleanup() {
@@ -171,6 +176,7 @@ done
 say "booted: systemd is $booted"
 
 docker cp "$BIN" "$CT:/usr/local/bin/infra-agent" >/dev/null
+docker cp "$FETCH" "$CT:/usr/local/bin/infra-agent-fetch" >/dev/null
 docker exec "$CT" mkdir -p "$REPO_IN"
 docker cp "$REPO/." "$CT:$REPO_IN" >/dev/null
 docker exec "$CT" chown -R root:root "$REPO_IN"

@@ -5,8 +5,10 @@
 #
 #   bench/poll-nochange.sh [BIN]            (as root, with Docker running)
 #
-# BIN is an infra-agent binary to measure; without it the script builds
-# `cargo build --release -p infra-agent` (offline). In a temporary directory it writes a
+# BIN is an infra-agent binary to measure, with infra-agent-fetch beside it; without it
+# the script builds `cargo build --release -p infra-agent`, then
+# `cargo build --release -p infra-agent-fetch` (offline; two cargo commands, so the
+# agent links no OpenSSL). In a temporary directory it writes a
 # state repository (bench/pull-common.sh: host bench-01, one role of one directory and
 # FILES `file` steps under WORK/root), commits it, and serves the commit three ways:
 #   ssh   a git server container (the integration tests' image, systemd as PID 1, set

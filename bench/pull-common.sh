@@ -4,7 +4,8 @@
 #
 # It provides:
 #   say, die                      messages on stderr (die exits 1)
-#   build_agent [BIN]             BIN=... the release binary (built when no argument)
+#   build_agent [BIN]             BIN=... the release binary (built when no argument),
+#                                 FETCH=... infra-agent-fetch beside it (built too)
 #   gen_small_repo DIR ROOT N     a state repository: host bench-01, one role of one
 #                                 directory (ROOT) and N `file` steps under it
 #   commit_repo DIR BARE          commits DIR (git init) and makes the bare clone BARE
@@ -32,16 +33,23 @@ die() {
     exit 1
 }
 
-# build_agent [BIN]: sets BIN. With no argument, builds the release binary (offline).
+# build_agent [BIN]: sets BIN, and FETCH, the fetch helper infra-agent-fetch beside it
+# (the agent runs it from its own directory to fetch from a URL). With no argument,
+# builds both release binaries (offline), each in a cargo command of its own: built in
+# one, the agent would link OpenSSL, as the shipped agent does not.
 build_agent() {
     if [[ -n ${1:-} ]]; then
         BIN=$(realpath "$1")
     else
         say "building: cargo build --release -p infra-agent"
         (cd "$ROOT" && cargo build --offline --release -p infra-agent >&2)
+        say "building: cargo build --release -p infra-agent-fetch"
+        (cd "$ROOT" && cargo build --offline --release -p infra-agent-fetch >&2)
         BIN=$ROOT/target/release/infra-agent
     fi
     [[ -x $BIN ]] || die "$BIN is not an executable"
+    FETCH=$(dirname "$BIN")/infra-agent-fetch
+    [[ -x $FETCH ]] || die "$FETCH is missing; the agent fetches from a URL through it: build it beside BIN in a cargo command of its own (cargo build --release -p infra-agent-fetch)"
 }
 
 # install_tools PKG...: installs the Debian packages whose command is missing

@@ -8,8 +8,16 @@
 #   DESTDIR  a directory to install into instead of the live system (tests,
 #            image builds); empty or absent means this machine
 #
+# The agent fetches its repository from a URL through a second program,
+# infra-agent-fetch, which it runs from its own directory. install.sh takes it
+# from beside BINARY, or from FETCH_BINARY=FILE when that is set. Build the two
+# with separate cargo commands (cargo build --release -p infra-agent, then
+# cargo build --release -p infra-agent-fetch): built together, the agent links
+# OpenSSL again (packaging/README.md).
+#
 # Installs:
 #   DESTDIR/usr/bin/infra-agent                        0755
+#   DESTDIR/usr/bin/infra-agent-fetch                  0755
 #   DESTDIR/lib/systemd/system/infra-agent.service     0644
 #   DESTDIR/etc/infra-agent/                           0700 (agent.toml, deploy key)
 #   DESTDIR/var/lib/infra-agent/                       0700 (the default state_dir)
@@ -39,10 +47,14 @@ destdir=${2-}
 
 here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 unit_src=$here/infra-agent.service
+fetch=${FETCH_BINARY:-$(dirname -- "$binary")/infra-agent-fetch}
 
 [ -f "$binary" ] || fail "$binary is not a file" \
 	"build the agent first: cargo build --release -p infra-agent (target/release/infra-agent)"
 [ -r "$binary" ] || fail "cannot read $binary" "run as a user that can read it"
+[ -f "$fetch" ] || fail "$fetch is not a file; the agent fetches from a URL through it" \
+	"build it beside the agent, in a cargo command of its own: cargo build --release -p infra-agent-fetch (or set FETCH_BINARY=FILE)"
+[ -r "$fetch" ] || fail "cannot read $fetch" "run as a user that can read it"
 [ -f "$unit_src" ] || fail "$unit_src is missing" \
 	"run install.sh from a complete checkout (it installs the unit beside it)"
 
@@ -65,6 +77,8 @@ put() {
 	trap - EXIT
 }
 
+# The helper first: an agent never starts beside a helper older than itself.
+put "$fetch" "$bin_dir/infra-agent-fetch" 0755
 put "$binary" "$bin_dir/infra-agent" 0755
 put "$unit_src" "$unit_dir/infra-agent.service" 0644
 
@@ -79,5 +93,5 @@ if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
 		"run it by hand; systemd has not read the new infra-agent.service yet"
 fi
 
-printf 'installed %s/usr/bin/infra-agent and %s/lib/systemd/system/infra-agent.service\n' \
-	"$destdir" "$destdir"
+printf 'installed %s/usr/bin/infra-agent, %s/usr/bin/infra-agent-fetch and %s/lib/systemd/system/infra-agent.service\n' \
+	"$destdir" "$destdir" "$destdir"

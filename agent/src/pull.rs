@@ -19,7 +19,7 @@ use crate::cli::exit;
 use crate::config::{AgentConfig, PackageManager};
 use crate::diag::Diagnostics;
 use crate::engine::{self, RunReport};
-use crate::git::{self, Mirror, Remote};
+use crate::git::{self, Fetcher, Mirror, Remote};
 use crate::host::Host;
 use crate::lock::RunLock;
 use crate::originals::Originals;
@@ -255,6 +255,9 @@ pub struct Runner {
     pub origin: Origin,
     pub hostname: String,
     mirror: Option<Mirror>,
+    /// How the mirror is brought up to date: the helper beside the agent's executable,
+    /// unless a test says otherwise.
+    fetcher: Fetcher,
     /// Secrets kept between cycles (agent.toml `secrets_cache_ttl`), in memory only.
     pub secrets: Arc<secrets::Cache>,
 }
@@ -274,8 +277,16 @@ impl Runner {
             origin,
             hostname,
             mirror: None,
+            fetcher: Fetcher::beside_agent(),
             secrets: Arc::default(),
         }
+    }
+
+    /// Fetches with `fetcher` instead of the helper beside the executable.
+    #[must_use]
+    pub fn with_fetcher(mut self, fetcher: Fetcher) -> Self {
+        self.fetcher = fetcher;
+        self
     }
 
     fn mirror(&mut self) -> Result<&Mirror, git::Error> {
@@ -451,17 +462,11 @@ impl Runner {
         rejected: &mut bool,
     ) -> Result<Target, String> {
         let allowed_signers = self.config.allowed_signers.clone();
+        let fetcher = self.fetcher.clone();
         let mirror = self.mirror().map_err(|e| e.to_string())?;
         let applied = status.applied.clone();
         let tip = if options.fetch {
-            let fetched = mirror.remote_tip(remote).and_then(|tip| {
-                if mirror.has_commit(&tip) {
-                    Ok(tip)
-                } else {
-                    mirror.fetch(remote)
-                }
-            });
-            match fetched {
+            match fetcher.update(mirror, remote) {
                 Ok(tip) => {
                     status.record_fetch_success();
                     Some(tip)

@@ -3,14 +3,18 @@
 //! stop behaviour); systemd accepts the unit; install.sh lays out the tree with the
 //! right modes; agent.toml.example states the real defaults; build-deb.sh builds the
 //! package its comments describe, with maintainer scripts that never wait for the agent.
+//! Both ship the fetch helper beside the agent, and the packaged agent links no OpenSSL.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use infra_agent::config::{self, AgentConfig};
 use infra_agent::process::{Cmd, CmdOutput, run};
+
+mod support;
 
 fn packaging() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging")
@@ -124,6 +128,55 @@ fn install(binary: &Path, destdir: &Path) -> CmdOutput {
         &binary.to_string_lossy(),
         &destdir.to_string_lossy(),
     ])
+}
+
+/// The agent and its fetch helper as the package ships them: built by two cargo
+/// commands, `-p infra-agent` and then `-p infra-agent-fetch`, as build-deb.sh builds
+/// them (built together, or under `cargo test --workspace`, the agent would link the
+/// helper's OpenSSL). Once per test process; the helper lands beside the agent.
+struct Shipped {
+    agent: PathBuf,
+    fetch: PathBuf,
+}
+
+fn shipped() -> &'static Shipped {
+    static BUILT: OnceLock<Shipped> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let agent = support::cargo_build("infra-agent", "infra-agent");
+        let fetch = support::fetch_helper().to_owned();
+        assert_eq!(
+            agent.parent(),
+            fetch.parent(),
+            "the helper is beside the agent"
+        );
+        Shipped { agent, fetch }
+    })
+}
+
+/// Writes a stand-in for a built program, mode 0600: install.sh makes it 0755.
+fn fake_program(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Every file under `root`, relative to it.
+fn files_under(root: &Path) -> BTreeSet<PathBuf> {
+    let mut files = BTreeSet::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+        for entry in entries {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path.strip_prefix(root).expect("the walk stays under root");
+                files.insert(relative.to_owned());
+            }
+        }
+    }
+    files
 }
 
 fn mode(path: &Path) -> u32 {
@@ -253,7 +306,7 @@ fn on_path(program: &str) -> Option<PathBuf> {
 fn systemd_accepts_the_installed_unit() {
     let dir = tempfile::tempdir().unwrap();
     let destdir = dir.path().join("root");
-    let out = install(Path::new(env!("CARGO_BIN_EXE_infra-agent")), &destdir);
+    let out = install(&shipped().agent, &destdir);
     assert!(out.success(), "install.sh failed: {}", out.message());
     let installed = destdir.join("lib/systemd/system/infra-agent.service");
     let text = read(&installed);
@@ -309,8 +362,11 @@ fn systemd_accepts_the_installed_unit() {
 fn install_sh_lays_out_the_tree_with_its_modes() {
     let dir = tempfile::tempdir().unwrap();
     let binary = dir.path().join("built-agent");
-    std::fs::write(&binary, "#!/bin/sh\necho agent\n").unwrap();
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o600)).unwrap();
+    fake_program(&binary, "#!/bin/sh\necho agent\n");
+    fake_program(
+        &dir.path().join("infra-agent-fetch"),
+        "#!/bin/sh\necho fetch\n",
+    );
     let destdir = dir.path().join("root");
 
     let out = install(&binary, &destdir);
@@ -318,29 +374,48 @@ fn install_sh_lays_out_the_tree_with_its_modes() {
     let installed = destdir.join("usr/bin/infra-agent");
     assert_eq!(read(&installed), "#!/bin/sh\necho agent\n");
     assert_eq!(mode(&installed), 0o755);
+    let helper = destdir.join("usr/bin/infra-agent-fetch");
+    assert_eq!(read(&helper), "#!/bin/sh\necho fetch\n");
+    assert_eq!(mode(&helper), 0o755);
     let unit = destdir.join("lib/systemd/system/infra-agent.service");
     assert_eq!(mode(&unit), 0o644);
     assert_eq!(mode(&destdir.join("etc/infra-agent")), 0o700);
     assert_eq!(mode(&destdir.join("var/lib/infra-agent")), 0o700);
     // Nothing else: no enabled-unit symlink, no configuration, no leftovers.
-    let mut files = BTreeSet::new();
-    let mut stack = vec![destdir.clone()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(path.strip_prefix(&destdir).unwrap().to_owned());
-            }
-        }
-    }
     assert_eq!(
-        files,
+        files_under(&destdir),
         BTreeSet::from([
             PathBuf::from("usr/bin/infra-agent"),
+            PathBuf::from("usr/bin/infra-agent-fetch"),
             PathBuf::from("lib/systemd/system/infra-agent.service"),
         ])
+    );
+}
+
+#[test]
+fn install_sh_takes_the_helper_from_fetch_binary_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("infra-agent");
+    fake_program(&binary, "agent");
+    fake_program(&dir.path().join("infra-agent-fetch"), "the one beside");
+    let elsewhere = dir.path().join("elsewhere-fetch");
+    fake_program(&elsewhere, "the one named");
+    let destdir = dir.path().join("root");
+
+    let script = packaging().join("install.sh");
+    let out = run(&Cmd::new("sh")
+        .args([
+            &*script.to_string_lossy(),
+            &*binary.to_string_lossy(),
+            &*destdir.to_string_lossy(),
+        ])
+        .env("FETCH_BINARY", elsewhere.to_string_lossy())
+        .timeout(Duration::from_mins(1)))
+    .expect("sh runs");
+    assert!(out.success(), "install.sh failed: {}", out.message());
+    assert_eq!(
+        read(&destdir.join("usr/bin/infra-agent-fetch")),
+        "the one named"
     );
 }
 
@@ -348,18 +423,28 @@ fn install_sh_lays_out_the_tree_with_its_modes() {
 fn install_sh_again_upgrades_and_keeps_the_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let destdir = dir.path().join("root");
-    let old = dir.path().join("old");
+    let old_dir = dir.path().join("old");
+    std::fs::create_dir(&old_dir).unwrap();
+    let old = old_dir.join("infra-agent");
     std::fs::write(&old, "old").unwrap();
+    std::fs::write(old_dir.join("infra-agent-fetch"), "old fetch").unwrap();
     assert!(install(&old, &destdir).success());
     let etc = destdir.join("etc/infra-agent");
     std::fs::write(etc.join("agent.toml"), "repository = \"x\"\n").unwrap();
     std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let new = dir.path().join("new");
+    let new_dir = dir.path().join("new");
+    std::fs::create_dir(&new_dir).unwrap();
+    let new = new_dir.join("infra-agent");
     std::fs::write(&new, "new").unwrap();
+    std::fs::write(new_dir.join("infra-agent-fetch"), "new fetch").unwrap();
     let out = install(&new, &destdir);
     assert!(out.success(), "install.sh failed: {}", out.message());
     assert_eq!(read(&destdir.join("usr/bin/infra-agent")), "new");
+    assert_eq!(
+        read(&destdir.join("usr/bin/infra-agent-fetch")),
+        "new fetch"
+    );
     assert_eq!(read(&etc.join("agent.toml")), "repository = \"x\"\n");
     assert_eq!(
         mode(&etc),
@@ -384,6 +469,20 @@ fn install_sh_refuses_bad_arguments_with_a_hint() {
     let message = out.message();
     assert!(message.contains(&*missing.to_string_lossy()), "{message}");
     assert!(message.contains("hint: build the agent first"), "{message}");
+    assert!(!destdir.exists(), "nothing is installed after an error");
+
+    // An agent without its fetch helper beside it could not fetch from a URL.
+    let agent = dir.path().join("infra-agent");
+    std::fs::write(&agent, "agent").unwrap();
+    let out = install(&agent, &destdir);
+    assert_eq!(out.code, Some(1));
+    let message = out.message();
+    let helper = dir.path().join("infra-agent-fetch");
+    assert!(message.contains(&*helper.to_string_lossy()), "{message}");
+    assert!(
+        message.contains("hint: build it beside the agent, in a cargo command of its own: cargo build --release -p infra-agent-fetch"),
+        "{message}"
+    );
     assert!(!destdir.exists(), "nothing is installed after an error");
 }
 
@@ -449,24 +548,28 @@ fn dpkg_deb(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("dpkg-deb prints text")
 }
 
-/// build-deb.sh on the agent this test was built with: the control file names the
-/// version the binary reports and a dependency for every library it links, the tree
-/// holds what README.md promises with its modes, and the maintainer scripts are there.
-/// integration-tests/tests/debian_package.rs installs such a package on a container.
-#[test]
-fn build_deb_sh_builds_the_package_it_documents() {
-    let dir = tempfile::tempdir().unwrap();
+/// `build-deb.sh BINARY OUTDIR`, with `env` added to its environment.
+fn build_deb_sh(binary: &Path, outdir: &Path, env: &[(&str, &Path)]) -> CmdOutput {
     let script = packaging().join("build-deb.sh");
-    let out = run(&Cmd::new("sh")
+    let mut cmd = Cmd::new("sh")
         .args([
             &*script.to_string_lossy(),
-            env!("CARGO_BIN_EXE_infra-agent"),
-            &*dir.path().to_string_lossy(),
+            &*binary.to_string_lossy(),
+            &*outdir.to_string_lossy(),
         ])
-        .timeout(Duration::from_mins(10)))
-    .expect("sh runs");
+        .timeout(Duration::from_mins(10));
+    for (key, value) in env {
+        cmd = cmd.env(*key, value.to_string_lossy());
+    }
+    run(&cmd).expect("sh runs")
+}
+
+/// build-deb.sh on the agent and helper built as the package builds them; the path
+/// of the package in `outdir`.
+fn build_deb(outdir: &Path) -> PathBuf {
+    let out = build_deb_sh(&shipped().agent, outdir, &[]);
     assert!(out.success(), "build-deb.sh failed: {}", out.message());
-    let deb = dir.path().join(format!(
+    let deb = outdir.join(format!(
         "infra-agent_{}_amd64.deb",
         env!("CARGO_PKG_VERSION")
     ));
@@ -475,6 +578,18 @@ fn build_deb_sh_builds_the_package_it_documents() {
         Some(&*deb.to_string_lossy()),
         "the last line is the package"
     );
+    deb
+}
+
+/// build-deb.sh on the agent built as the package builds it, and the helper beside
+/// it: the control file names the version the binary reports and a dependency for
+/// every library the two link, the tree holds what README.md promises with its modes,
+/// and the maintainer scripts are there. integration-tests/tests/debian_package.rs
+/// installs such a package on a container.
+#[test]
+fn build_deb_sh_builds_the_package_it_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = build_deb(dir.path());
     let deb = deb.to_string_lossy();
 
     let field = |name: &str| dpkg_deb(&["-f", &deb, name]).trim().to_owned();
@@ -485,7 +600,8 @@ fn build_deb_sh_builds_the_package_it_documents() {
     let depends = field("Depends");
     let depends: Vec<&str> = depends.split(", ").collect();
     assert!(depends[0].starts_with("libc6 (>= 2."), "{depends:?}");
-    // The agent links the system's OpenSSL (git2's HTTPS and libssh2), under either name.
+    // The fetch helper links the system's OpenSSL (git2's HTTPS and libssh2), under
+    // either name.
     assert!(
         depends.contains(&"libssl3 (>= 3.0.0) | libssl3t64 (>= 3.0.0)"),
         "{depends:?}"
@@ -502,6 +618,7 @@ fn build_deb_sh_builds_the_package_it_documents() {
         .collect();
     for (path, perms) in [
         ("./usr/bin/infra-agent", "-rwxr-xr-x"),
+        ("./usr/bin/infra-agent-fetch", "-rwxr-xr-x"),
         ("./lib/systemd/system/infra-agent.service", "-rw-r--r--"),
         (
             "./usr/share/doc/infra-agent/agent.toml.example",
@@ -530,6 +647,93 @@ fn build_deb_sh_builds_the_package_it_documents() {
         assert_eq!(mode(&path), 0o755, "{script}");
         assert_eq!(read(&path), read(&packaging().join("debian").join(script)));
     }
+}
+
+/// The shared libraries `program` needs, by file name, as `ldd` (libc-bin, on every
+/// Debian machine) resolves them: what loading the program loads.
+fn libraries(program: &Path) -> Vec<String> {
+    let out = run(&Cmd::new("ldd")
+        .arg(program.to_string_lossy())
+        .timeout(Duration::from_mins(1)))
+    .expect("ldd runs");
+    assert!(
+        out.success(),
+        "ldd {}: {}",
+        program.display(),
+        out.message()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|name| Path::new(name).file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The point of the fetch helper: the packaged agent, which runs every few minutes,
+/// loads no OpenSSL; the helper beside it, which fetches, does.
+#[test]
+fn the_packaged_agent_loads_no_openssl_and_its_fetch_helper_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = build_deb(&dir.path().join("out"));
+    let tree = dir.path().join("tree");
+    dpkg_deb(&["-x", &deb.to_string_lossy(), &tree.to_string_lossy()]);
+
+    let agent = libraries(&tree.join("usr/bin/infra-agent"));
+    assert!(agent.iter().any(|l| l == "libc.so.6"), "{agent:?}");
+    let openssl: Vec<&String> = agent
+        .iter()
+        .filter(|l| l.starts_with("libssl.") || l.starts_with("libcrypto."))
+        .collect();
+    assert!(
+        openssl.is_empty(),
+        "the packaged infra-agent loads {openssl:?}: {agent:?}"
+    );
+
+    let helper = libraries(&tree.join("usr/bin/infra-agent-fetch"));
+    assert!(
+        helper.iter().any(|l| l.starts_with("libssl.so")),
+        "infra-agent-fetch does not load libssl: {helper:?}"
+    );
+}
+
+/// build-deb.sh refuses an agent that links OpenSSL (built in one cargo command with
+/// the helper), and an agent with no helper beside it.
+#[test]
+fn build_deb_sh_refuses_an_agent_with_openssl_or_without_its_helper() {
+    let dir = tempfile::tempdir().unwrap();
+    // The helper links OpenSSL: given as the agent, it stands for an agent built
+    // together with it.
+    let fetch = &shipped().fetch;
+    let out = build_deb_sh(fetch, dir.path(), &[("FETCH_BINARY", fetch)]);
+    assert_eq!(out.code, Some(1), "{}", out.message());
+    let message = out.message();
+    assert!(message.contains("links libssl.so"), "{message}");
+    assert!(
+        message.contains("hint: build the two with separate commands: cargo build --release -p infra-agent, then cargo build --release -p infra-agent-fetch"),
+        "{message}"
+    );
+
+    let lonely = dir.path().join("alone/infra-agent");
+    std::fs::create_dir(lonely.parent().unwrap()).unwrap();
+    std::fs::write(&lonely, "an agent").unwrap();
+    let out = build_deb_sh(&lonely, dir.path(), &[]);
+    assert_eq!(out.code, Some(1), "{}", out.message());
+    let message = out.message();
+    let missing = dir.path().join("alone/infra-agent-fetch");
+    assert!(message.contains(&*missing.to_string_lossy()), "{message}");
+    assert!(
+        message.contains("cargo build --release -p infra-agent-fetch"),
+        "{message}"
+    );
+    let debs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name();
+            name.to_string_lossy().ends_with(".deb").then_some(name)
+        })
+        .collect();
+    assert!(debs.is_empty(), "no package after an error: {debs:?}");
 }
 
 #[test]

@@ -76,7 +76,7 @@ async fn phase<T>(
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .fold(String::with_capacity(64), |mut hex, b| {
@@ -327,6 +327,8 @@ struct Local {
     keys: OperatorKeys,
     /// How the agent is installed, the file's content, and a note for the phase line.
     agent: (Method, Vec<u8>, Option<String>),
+    /// The fetch helper installed beside a bare binary (the package holds its own).
+    helper: Option<Vec<u8>>,
     deploy_key: Option<Vec<u8>>,
     git_known_hosts: Option<Vec<u8>>,
 }
@@ -427,9 +429,15 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
         };
         let (method, note) =
             install::choose_beside_exe(args.agent_deb.as_deref(), args.agent_binary.as_deref())?;
-        let agent = match &method {
-            Method::Deb(path) => read_local(path, "the infra-agent package")?,
-            Method::Binary(path) => read_local(path, "the infra-agent binary")?,
+        let (agent, helper) = match &method {
+            Method::Deb(path) => (read_local(path, "the infra-agent package")?, None),
+            Method::Binary(path) => {
+                let helper = install::helper_beside(path)?;
+                (
+                    read_local(path, "the infra-agent binary")?,
+                    Some(read_local(&helper, "the fetch helper")?),
+                )
+            }
         };
         let deploy_key = args
             .deploy_key
@@ -461,6 +469,7 @@ async fn bootstrap(args: &Args) -> anyhow::Result<()> {
                 plan,
                 keys,
                 agent: (method, agent, note),
+                helper,
                 deploy_key,
                 git_known_hosts,
             },
@@ -810,7 +819,7 @@ async fn install_agent(
     };
     // `ii 0.1.0` when the package is installed and configured.
     let deb_installed = found.get("deb_status").strip_prefix("ii").map(str::trim);
-    let (uploaded, script, args, what) = match method {
+    let (script, args, what) = match method {
         Method::Deb(path) => {
             if deb_installed.is_some() && found.get("deb_sha256") == sha {
                 return Ok((
@@ -825,7 +834,6 @@ async fn install_agent(
             remote.upload(&file, bytes).await?;
             let what = format!("{name} (sha256 {short}... checked), installed with apt-get");
             (
-                file.clone(),
                 scripts::INSTALL_DEB,
                 vec![file, sha.clone(), scripts::DEB_RECORD.to_owned()],
                 what,
@@ -842,7 +850,13 @@ async fn install_agent(
                     ),
                 ));
             }
+            let helper = local
+                .helper
+                .as_deref()
+                .expect("a bare binary is read with its helper, in the state repository phase");
+            let helper_sha = sha256_hex(helper);
             if found.get("agent_sha256") == sha
+                && found.get("fetch_sha256") == helper_sha
                 && found.get("unit_sha256") == sha256_hex(UNIT.as_bytes())
             {
                 return Ok((
@@ -852,17 +866,20 @@ async fn install_agent(
             }
             remote.upload(&format!("{tmp}/infra-agent"), bytes).await?;
             remote
+                .upload(&format!("{tmp}/infra-agent-fetch"), helper)
+                .await?;
+            remote
                 .upload(&format!("{tmp}/infra-agent.service"), UNIT.as_bytes())
                 .await?;
             remote
                 .upload(&format!("{tmp}/install.sh"), INSTALL_SH.as_bytes())
                 .await?;
-            let what =
-                format!("/usr/bin/infra-agent (sha256 {short}... checked) and infra-agent.service");
+            let what = format!(
+                "/usr/bin/infra-agent (sha256 {short}... checked), infra-agent-fetch and infra-agent.service"
+            );
             (
-                format!("{tmp}/infra-agent"),
                 scripts::INSTALL,
-                vec![tmp.to_owned(), sha.clone()],
+                vec![tmp.to_owned(), sha.clone(), helper_sha],
                 what,
             )
         }
@@ -872,7 +889,7 @@ async fn install_agent(
     if out.code == Some(3) {
         return fail(
             format!(
-                "the uploaded {uploaded} does not match its checksum: {}",
+                "an upload does not match its checksum: {}",
                 out.stderr().trim()
             ),
             "the upload was damaged on the way; run infra-bootstrap again",

@@ -64,7 +64,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub git_known_hosts: Option<PathBuf>,
     /// The infra-agent binary to install with the unit and install.sh (default: the
-    /// one beside infra-bootstrap, when no newer package lies there).
+    /// one beside infra-bootstrap, when no newer package lies there). Its fetch
+    /// helper infra-agent-fetch must lie beside it and is installed too.
     #[arg(long, value_name = "FILE", conflicts_with = "agent_deb")]
     pub agent_binary: Option<PathBuf>,
     /// The Debian package to install, built by packaging/build-deb.sh (default:

@@ -1,9 +1,11 @@
 //! What the install phase puts on the host, and how that is chosen: the Debian
 //! package `infra-agent` (packaging/build-deb.sh) when one is given or built, else
-//! the bare binary with the unit and install.sh.
+//! the bare binary and its fetch helper with the unit and install.sh.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+use infra_agent::git::fetcher::HELPER;
 
 use crate::failure::Failure;
 
@@ -19,8 +21,24 @@ pub fn deb_name() -> String {
 pub enum Method {
     /// `apt-get install` of this package file.
     Deb(PathBuf),
-    /// install.sh with this binary and the unit built into infra-bootstrap.
+    /// install.sh with this binary, the fetch helper beside it ([`helper_beside`]),
+    /// and the unit built into infra-bootstrap.
     Binary(PathBuf),
+}
+
+/// The fetch helper `infra-agent-fetch` beside the agent binary `binary`. The agent
+/// runs it from its own directory to fetch its repository from a URL, so a bare
+/// binary is installed with it.
+pub fn helper_beside(binary: &Path) -> Result<PathBuf, Failure> {
+    let helper = binary.with_file_name(HELPER);
+    if helper.is_file() {
+        return Ok(helper);
+    }
+    Err(Failure::new(format!(
+        "no infra-agent-fetch beside the agent binary {}: the agent fetches its repository through it",
+        binary.display()
+    ))
+    .hint("build it in a cargo command of its own, after the agent: cargo build --release -p infra-agent-fetch (it lands beside target/release/infra-agent)"))
 }
 
 /// A file found beside infra-bootstrap, with its modification time.
@@ -75,7 +93,7 @@ pub fn choose(
             "no {} and no infra-agent binary beside infra-bootstrap",
             deb_name()
         ))
-        .hint("build them (cargo build --release -p infra-agent && packaging/build-deb.sh), or pass --agent-deb FILE or --agent-binary FILE")),
+        .hint("build them with three commands: cargo build --release -p infra-agent, cargo build --release -p infra-agent-fetch, packaging/build-deb.sh; or pass --agent-deb FILE or --agent-binary FILE")),
     }
 }
 
@@ -165,7 +183,40 @@ mod tests {
         assert!(err.message.contains(&deb_name()), "{err:?}");
         let hint = err.hint.expect("a hint");
         assert!(hint.contains("build-deb.sh"), "{hint}");
+        assert!(
+            hint.contains(
+                "cargo build --release -p infra-agent, cargo build --release -p infra-agent-fetch,"
+            ),
+            "the agent and its helper are built by separate commands: {hint}"
+        );
         assert!(hint.contains("--agent-deb"), "{hint}");
+    }
+
+    #[test]
+    fn the_fetch_helper_is_found_beside_the_binary_or_named_with_how_to_build_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("infra-agent");
+        std::fs::write(&binary, "agent").unwrap();
+        let err = helper_beside(&binary).unwrap_err();
+        assert!(
+            err.message.contains("no infra-agent-fetch beside"),
+            "{err:?}"
+        );
+        assert!(err.message.contains(&*binary.to_string_lossy()), "{err:?}");
+        let hint = err.hint.expect("a hint");
+        assert!(
+            hint.contains("cargo build --release -p infra-agent-fetch"),
+            "{hint}"
+        );
+
+        std::fs::create_dir(dir.path().join("infra-agent-fetch")).unwrap();
+        assert!(helper_beside(&binary).is_err(), "a directory is no helper");
+        std::fs::remove_dir(dir.path().join("infra-agent-fetch")).unwrap();
+        std::fs::write(dir.path().join("infra-agent-fetch"), "helper").unwrap();
+        assert_eq!(
+            helper_beside(&binary).unwrap(),
+            dir.path().join("infra-agent-fetch")
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ printf 'hostname=%s\n' "$(hostname 2>/dev/null || cat /etc/hostname)"
 printf 'uid=%s\n' "$(id -u)"
 sum() { if [ -f "$1" ]; then sha256sum "$1" | cut -d' ' -f1; fi; }
 printf 'agent_sha256=%s\n' "$(sum /usr/bin/infra-agent)"
+printf 'fetch_sha256=%s\n' "$(sum /usr/bin/infra-agent-fetch)"
 printf 'unit_sha256=%s\n' "$(sum /lib/systemd/system/infra-agent.service)"
 printf 'deb_status=%s\n' "$(dpkg-query -W -f '${db:Status-Abbrev}${Version}' infra-agent 2>/dev/null)"
 printf 'deb_sha256=%s\n' "$(cat /var/lib/infra-agent/bootstrap/agent-deb.sha256 2>/dev/null)"
@@ -22,14 +23,19 @@ printf 'git_known_hosts=%s\n' "$(have /etc/infra-agent/known_hosts)"
 printf 'disabled=%s\n' "$(cat /var/lib/infra-agent/disabled.json 2>/dev/null | tr -d '\n')"
 "#;
 
-/// `$1`: the upload directory; `$2`: the sha256 the agent binary must have. Exit 3
-/// when the upload does not match.
+/// `$1`: the upload directory; `$2` and `$3`: the sha256 the agent binary and its
+/// fetch helper (`infra-agent-fetch`, installed beside it) must have. Exit 3 when an
+/// upload does not match.
 pub const INSTALL: &str = r#"set -eu
-got=$(sha256sum "$1/infra-agent" | cut -d' ' -f1)
-if [ "$got" != "$2" ]; then
-  echo "the uploaded binary has sha256 $got, expected $2" >&2
-  exit 3
-fi
+check() {
+  got=$(sha256sum "$1" | cut -d' ' -f1)
+  if [ "$got" != "$2" ]; then
+    echo "$1 has sha256 $got, expected $2" >&2
+    exit 3
+  fi
+}
+check "$1/infra-agent" "$2"
+check "$1/infra-agent-fetch" "$3"
 sh "$1/install.sh" "$1/infra-agent"
 "#;
 
@@ -47,7 +53,7 @@ pub const DEB_RECORD: &str = "/var/lib/infra-agent/bootstrap/agent-deb.sha256";
 pub const INSTALL_DEB: &str = r#"set -eu
 got=$(sha256sum "$1" | cut -d' ' -f1)
 if [ "$got" != "$2" ]; then
-  echo "the uploaded package has sha256 $got, expected $2" >&2
+  echo "$1 has sha256 $got, expected $2" >&2
   exit 3
 fi
 export DEBIAN_FRONTEND=noninteractive INFRA_AGENT_NO_START=1
@@ -127,3 +133,65 @@ fi
 systemctl enable --now infra-agent
 systemctl is-active infra-agent
 "#;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use infra_agent::process::{Cmd, CmdOutput, run};
+
+    use super::*;
+    use crate::bootstrap::sha256_hex as sha256;
+
+    /// [`INSTALL`] on an upload directory `dir`, with the two checksums.
+    fn install(dir: &Path, agent_sha: &str, fetch_sha: &str) -> CmdOutput {
+        run(&Cmd::new("sh").args([
+            "-c",
+            INSTALL,
+            "sh",
+            &dir.to_string_lossy(),
+            agent_sha,
+            fetch_sha,
+        ]))
+        .expect("sh runs")
+    }
+
+    /// The upload of a bare binary: the agent, its fetch helper, and a stand-in for
+    /// install.sh that records its arguments instead of installing anything.
+    #[test]
+    fn install_checks_the_agent_and_its_helper_before_running_install_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("infra-agent"), "agent").unwrap();
+        std::fs::write(dir.path().join("infra-agent-fetch"), "helper").unwrap();
+        let ran = dir.path().join("ran");
+        std::fs::write(
+            dir.path().join("install.sh"),
+            format!("echo \"$@\" >{}\n", ran.display()),
+        )
+        .unwrap();
+        let (agent, helper) = (sha256(b"agent"), sha256(b"helper"));
+
+        let out = install(dir.path(), &agent, &sha256(b"another helper"));
+        assert_eq!(out.code, Some(3), "{}", out.message());
+        assert!(
+            out.message().contains("infra-agent-fetch has sha256"),
+            "{}",
+            out.message()
+        );
+        let out = install(dir.path(), &sha256(b"another agent"), &helper);
+        assert_eq!(out.code, Some(3), "{}", out.message());
+        assert!(
+            out.message().contains("infra-agent has sha256"),
+            "{}",
+            out.message()
+        );
+        assert!(!ran.exists(), "install.sh ran after a bad checksum");
+
+        let out = install(dir.path(), &agent, &helper);
+        assert!(out.success(), "{}", out.message());
+        assert_eq!(
+            std::fs::read_to_string(&ran).unwrap(),
+            format!("{}/infra-agent\n", dir.path().display())
+        );
+    }
+}

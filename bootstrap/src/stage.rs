@@ -84,7 +84,8 @@ pub struct Args {
     /// openssh-server), instead of the one infra-stage builds.
     #[arg(long, value_name = "TAG")]
     pub image: Option<String>,
-    /// The infra-agent binary to install (default: the one beside infra-stage).
+    /// The infra-agent binary to install, with infra-agent-fetch beside it (default:
+    /// the one beside infra-stage).
     #[arg(long, value_name = "FILE")]
     pub agent_binary: Option<PathBuf>,
 }
@@ -615,6 +616,11 @@ impl Stage<'_> {
     /// `known_hosts` entries of that port are dropped, before any bootstrap appends to
     /// that file), then bootstraps them, or converges those already up, in parallel.
     fn up(&self, hosts: &[String]) -> anyhow::Result<Vec<HostResult>> {
+        // infra-bootstrap installs the fetch helper found beside the binary: a missing
+        // one stops here, before any container starts, not in every host's bootstrap.
+        if let Some(agent) = &self.args.agent_binary {
+            crate::install::helper_beside(agent)?;
+        }
         let (password_file, password) = self.prepare_local()?;
         let mut image = None;
         let mut jobs = Vec::new();

@@ -2,7 +2,7 @@
 //! real Debian containers.
 //!
 //! Tests here run `infra-agent`, `infra-bootstrap` and `infra-stage` as a user would:
-//! [`binary`] builds them once per test process.
+//! [`binary`] builds them once per test process, with `infra-agent-fetch` beside them.
 //!
 //! # Debian containers
 //!
@@ -36,10 +36,11 @@
 //!   missing (2 to 4 minutes, once per recipe). A file lock
 //!   ([`image::LOCK_FILE`]) keeps concurrent test processes from building it twice.
 //! - [`TestHost::start`] (or [`TestHost::options`] for another image, a [`Network`],
-//!   or no agent) runs the container, copies the freshly built `infra-agent` into
-//!   `/usr/local/bin`, and waits (bounded) until `systemctl is-system-running` says
-//!   `running` or `degraded`. Then: [`TestHost::exec`], [`TestHost::exec_ok`],
-//!   [`TestHost::sh`], [`TestHost::write_file`], [`TestHost::read_file`],
+//!   or no agent) runs the container, copies the freshly built `infra-agent` and its
+//!   fetch helper `infra-agent-fetch` into `/usr/local/bin`, and waits (bounded)
+//!   until `systemctl is-system-running` says `running` or `degraded`. Then:
+//!   [`TestHost::exec`], [`TestHost::exec_ok`], [`TestHost::sh`],
+//!   [`TestHost::write_file`], [`TestHost::read_file`],
 //!   [`TestHost::copy_dir_in`], [`TestHost::agent`], [`TestHost::snapshot`] (stat and
 //!   sha256 of paths, to prove a run changed nothing), [`TestHost::ssh_port`] (sshd,
 //!   published on 127.0.0.1), [`TestHost::commit`].
@@ -90,26 +91,32 @@ pub fn workspace_root() -> PathBuf {
 /// Path of a workspace binary, built once per test process with the same profile.
 ///
 /// Cargo builds only the test crate's own dependencies, not other packages' binaries,
-/// so the harness builds them itself.
+/// so the harness builds them itself, as they ship: `infra-agent` and
+/// `infra-bootstrap` in one cargo command, then `infra-agent-fetch` in a second one.
+/// Built in the same command, cargo would give the agent the helper's git2 features,
+/// and `infra-agent` would link OpenSSL, which the shipped agent does not.
 #[must_use]
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = process::command(&cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--bins",
-                "-p",
-                "infra-agent",
-                "-p",
-                "infra-bootstrap",
-            ])
-            .current_dir(workspace_root())
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the workspace binaries failed");
+        let builds: [&[&str]; 2] = [
+            &["-p", "infra-agent", "-p", "infra-bootstrap"],
+            &["-p", "infra-agent-fetch"],
+        ];
+        for packages in builds {
+            let status = process::command(&cargo)
+                .args(["build", "--quiet", "--bins"])
+                .args(packages)
+                .current_dir(workspace_root())
+                .status()
+                .expect("cargo runs");
+            assert!(
+                status.success(),
+                "building the workspace binaries failed: cargo build {}",
+                packages.join(" ")
+            );
+        }
     });
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace_root().join("target"), PathBuf::from);

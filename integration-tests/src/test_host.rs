@@ -1,5 +1,6 @@
 //! A Debian bookworm container with systemd as PID 1, sshd, and the freshly built
-//! `infra-agent` in `/usr/local/bin`.
+//! `infra-agent` in `/usr/local/bin`, with `infra-agent-fetch`, which it fetches
+//! through, beside it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,7 +44,8 @@ impl HostOptions {
         self
     }
 
-    /// Leave `infra-agent` out (a host that has not been bootstrapped yet).
+    /// Leave `infra-agent` and its fetch helper out (a host that has not been
+    /// bootstrapped yet).
     #[must_use]
     pub fn without_agent(mut self) -> Self {
         self.agent = false;
@@ -145,9 +147,13 @@ impl TestHost {
         // From here on, a panic drops `host`, which removes the container.
         assert!(run.success(), "docker run {}: {run}", host.name);
         if let Some(agent) = agent {
-            let agent = agent.to_str().expect("the target directory is UTF-8");
-            let dest = format!("{}:/usr/local/bin/infra-agent", host.name);
-            docker.run_ok(&["cp", agent, &dest]);
+            // The agent runs its fetch helper from its own directory.
+            let helper = agent.with_file_name("infra-agent-fetch");
+            for (program, name) in [(&agent, "infra-agent"), (&helper, "infra-agent-fetch")] {
+                let program = program.to_str().expect("the target directory is UTF-8");
+                let dest = format!("{}:/usr/local/bin/{name}", host.name);
+                docker.run_ok(&["cp", program, &dest]);
+            }
         }
         host.wait_for_boot();
         let port = docker.run_ok(&["port", &host.name, "22/tcp"]);

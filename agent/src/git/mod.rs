@@ -7,6 +7,7 @@
 //! worker thread with a deadline (see `transport.rs`), because git2 offers its
 //! timeouts only through `unsafe` functions, which this workspace forbids.
 
+pub mod fetcher;
 pub mod known_hosts;
 mod sha1;
 mod signature;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use crate::config::AgentConfig;
 
+pub use fetcher::Fetcher;
 pub use tree::TreeSource;
 
 /// Seconds a network operation may take before the server shows any sign of life.
@@ -28,7 +30,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const STALL_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// Where to pull from and with which credentials (agent.toml's settings).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Remote {
     pub url: String,
     pub branch: String,
@@ -85,13 +87,18 @@ pub struct CommitInfo {
     pub time: i64,
 }
 
-/// A failure to pull, check or read the state repository, in words for the user.
-#[derive(Debug, thiserror::Error)]
+/// A failure to pull, check or read the state repository, in words for the user. It
+/// serializes so that the fetch helper's failures reach the agent whole (`fetcher.rs`).
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     #[error(
         "cannot open the local mirror {path}: {reason}\nhint: the agent keeps a bare git repository there; if it is damaged, remove it and the next run fetches it again"
     )]
     Mirror { path: PathBuf, reason: String },
+    #[error(
+        "cannot fetch through the agent's helper {helper}: {reason}\nhint: infra-agent fetches from a URL with infra-agent-fetch, installed beside it; reinstall the infra-agent package, which ships both, or put the helper (cargo build --release -p infra-agent-fetch) beside the agent"
+    )]
+    Helper { helper: PathBuf, reason: String },
     #[error(
         "the repository location {url} is not usable: {reason}\nhint: set repository in agent.toml to ssh://user@host/path, user@host:path, https://host/path, file:///path or a directory"
     )]
@@ -238,7 +245,7 @@ pub enum Error {
     CommitMissing { id: String, mirror: PathBuf },
     #[error("{what} failed in the local mirror {mirror}: {message}")]
     Local {
-        what: &'static str,
+        what: std::borrow::Cow<'static, str>,
         mirror: PathBuf,
         message: String,
     },
@@ -340,6 +347,24 @@ impl Mirror {
         self.stall_timeout = stall;
     }
 
+    /// The network deadlines: until the server first answers, and without progress.
+    #[must_use]
+    pub fn timeouts(&self) -> (Duration, Duration) {
+        (self.connect_timeout, self.stall_timeout)
+    }
+
+    /// Makes sure the mirror holds the tip of `remote.branch`, in this process, and
+    /// returns the tip: asks the tip (a ref listing, cheap) and fetches only when the
+    /// mirror lacks that commit. The agent does this through [`Fetcher`].
+    pub fn update(&self, remote: &Remote) -> Result<String, Error> {
+        let tip = self.remote_tip(remote)?;
+        if self.has_commit(&tip) {
+            Ok(tip)
+        } else {
+            self.fetch(remote)
+        }
+    }
+
     /// The commit id (hex) the remote's branch points at, without fetching objects
     /// (connect and list refs only). A missing branch is an error naming it.
     pub fn remote_tip(&self, remote: &Remote) -> Result<String, Error> {
@@ -418,7 +443,7 @@ impl Mirror {
 
     fn local(&self, what: &'static str, e: &git2::Error) -> Error {
         Error::Local {
-            what,
+            what: what.into(),
             mirror: self.dir.clone(),
             message: e.message().to_owned(),
         }

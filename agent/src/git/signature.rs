@@ -37,7 +37,7 @@ pub(super) fn verify(
         }
         Err(e) => {
             return Err(Error::Local {
-                what: "reading the commit's signature",
+                what: "reading the commit's signature".into(),
                 mirror: mirror.to_owned(),
                 message: e.message().to_owned(),
             });
@@ -51,13 +51,13 @@ pub(super) fn verify(
     }
 
     let scratch = Scratch::new(mirror).map_err(|e| Error::Local {
-        what: "creating a private directory for the signature",
+        what: "creating a private directory for the signature".into(),
         mirror: mirror.to_owned(),
         message: e.to_string(),
     })?;
     let sig_file = scratch.0.join("commit.sig");
     fs_err::write(&sig_file, &signature).map_err(|e| Error::Local {
-        what: "writing the signature for ssh-keygen",
+        what: "writing the signature for ssh-keygen".into(),
         mirror: mirror.to_owned(),
         message: e.to_string(),
     })?;

@@ -128,7 +128,7 @@ fn fetch_in(
     life: &Life,
 ) -> Result<String, Error> {
     let local = |what: &'static str, e: &git2::Error| Error::Local {
-        what,
+        what: what.into(),
         mirror: dir.to_owned(),
         message: e.message().to_owned(),
     };

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::OnceLock;
 
 /// Runs `infra-agent` with arguments and captures what it printed.
 pub struct AgentTest {
@@ -70,6 +71,70 @@ impl AgentTest {
             stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
         }
     }
+}
+
+// ---- workspace binaries built beside the agent ----
+
+/// Builds the binary `bin` of the workspace package `package` with cargo, in a cargo
+/// command of its own, into the target directory and profile of the `infra-agent`
+/// these tests run; returns its path, beside that `infra-agent`.
+///
+/// One command per package on purpose: cargo unifies the features of everything one
+/// command builds, and `-p infra-agent -p infra-agent-fetch` together would give the
+/// agent the helper's OpenSSL (packaging/build-deb.sh builds them the same way).
+pub fn cargo_build(package: &str, bin: &str) -> PathBuf {
+    let agent = Path::new(env!("CARGO_BIN_EXE_infra-agent"));
+    let profile_dir = agent.parent().expect("the agent lives in TARGET/PROFILE/");
+    let target_dir = profile_dir
+        .parent()
+        .expect("the profile directory lives in the target directory");
+    // target/debug holds the dev profile; every other profile has its own name.
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => panic!("{}: no profile directory", agent.display()),
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // Tests drive cargo like a user; the ban on Command::new protects the agent's code.
+    #[allow(clippy::disallowed_methods)]
+    let out = std::process::Command::new(&cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            profile,
+            "-p",
+            package,
+            "--bin",
+            bin,
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{cargo} runs: {e}"));
+    assert!(
+        out.status.success(),
+        "cargo build -p {package} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = profile_dir.join(bin);
+    assert!(
+        built.is_file(),
+        "cargo build -p {package} left no {}",
+        built.display()
+    );
+    built
+}
+
+/// `infra-agent-fetch` beside the `infra-agent` these tests run, built once per test
+/// process. The agent runs it from its own directory to fetch from a URL (file://,
+/// ssh://, https://); tests that fetch call this first.
+pub fn fetch_helper() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| cargo_build("infra-agent-fetch", "infra-agent-fetch"))
 }
 
 /// A small valid state repository; `files` replace or add files to it.

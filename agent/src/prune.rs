@@ -30,7 +30,7 @@
 //! services and users whose step did not opt in.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::resource::download::sha256_hex;
@@ -224,6 +224,57 @@ pub fn managed_file(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE)
 }
 
+/// The sum of a file's content as the last full run left it, and the stamp that
+/// vouches for it (see [`Entry::stamp`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vouched {
+    pub stamp: Stamp,
+    pub sha256: String,
+}
+
+/// The files of `managed.json` whose stamps vouch for their sums, by path: a file plan
+/// that finds the same stamp, and the same sum for the content it wants, knows the
+/// content is in place without reading the file (`resource/file.rs`). Read once per
+/// run; a missing or unusable record vouches for nothing (the rollback reports it).
+pub fn vouched_files(ctx: &Ctx<'_>) -> std::rc::Rc<HashMap<PathBuf, Vouched>> {
+    let load_vouched = || -> Result<HashMap<PathBuf, Vouched>, resource::Error> {
+        let file = managed_file(&ctx.settings.state_dir);
+        let Ok(Previous::Read(doc)) = &*load_once(ctx, &file) else {
+            return Ok(HashMap::new());
+        };
+        Ok(doc
+            .paths
+            .iter()
+            .filter_map(|(path, entry)| match (&entry.left, entry.stamp) {
+                (Left::File { sha256 }, Some(stamp)) => Some((
+                    PathBuf::from(path),
+                    Vouched {
+                        stamp,
+                        sha256: sha256.clone(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect())
+    };
+    ctx.memo(VOUCHED_MEMO, load_vouched)
+        .unwrap_or_else(|_| std::rc::Rc::new(HashMap::new()))
+}
+
+/// The memo key of [`vouched_files`].
+const VOUCHED_MEMO: &str = "vouched-files";
+/// The memo key of [`load_once`].
+const RECORD_MEMO: &str = "managed-record";
+
+/// `managed.json` as the run found it, read once for the file plans and rollback.
+/// Rollback writes the new record last, when nothing reads it again in the run.
+fn load_once(ctx: &Ctx<'_>, file: &Path) -> std::rc::Rc<Result<Previous, String>> {
+    ctx.memo(RECORD_MEMO, || {
+        Ok(load(ctx.host, file).map_err(|e| e.to_string()))
+    })
+    .unwrap_or_else(|e| std::rc::Rc::new(Err(e.to_string())))
+}
+
 /// Rolls back what left the catalog since the last full run, appends a report per
 /// path to `report`, and (unless a dry run) writes the new record. Runs after
 /// `engine::run` with the same catalog, context and options. Returns warnings for
@@ -241,9 +292,9 @@ pub fn run(
     let dry_run = options.dry_run;
     let state_dir = ctx.settings.state_dir.clone();
     let file = managed_file(&state_dir);
-    let (previous, damaged) = match load(ctx.host, &file) {
+    let (previous, damaged) = match &*load_once(ctx, &file) {
         Ok(Previous::Missing) => (None, None),
-        Ok(Previous::Read(doc)) => (Some(doc), None),
+        Ok(Previous::Read(doc)) => (Some(doc.clone()), None),
         Ok(Previous::Damaged { bytes, why }) => {
             let kept = if dry_run {
                 "a real run keeps it"
@@ -255,7 +306,7 @@ pub fn run(
                 file.display(),
                 file.display()
             ));
-            (None, Some(bytes))
+            (None, Some(bytes.clone()))
         }
         Err(e) => {
             warnings.push(format!(
@@ -280,7 +331,7 @@ pub fn run(
     let empty = BTreeMap::new();
     let before = previous.as_ref().map_or(&empty, |doc| &doc.paths);
     let held_before: &[Held] = previous.as_ref().map_or(&[], |doc| &doc.resources);
-    let (mut next, current) = record_catalog(catalog, ran, ctx.host, before, &mut warnings);
+    let (mut next, current) = record_catalog(catalog, ran, ctx, before, &mut warnings);
     let mut held_next = record_resources(catalog, ran, held_before);
     let candidates = candidates(before, &current);
     let held_gone = resources_gone(held_before, catalog);
@@ -370,6 +421,7 @@ pub fn run(
 }
 
 /// The previous record.
+#[derive(Clone)]
 enum Previous {
     Missing,
     Read(Managed),
@@ -430,10 +482,11 @@ fn record_failure(file: &Path, state_dir: &Path, e: &resource::Error) -> StepRep
 fn record_catalog(
     catalog: &Catalog,
     ran: &[StepReport],
-    host: &dyn Host,
+    ctx: &Ctx<'_>,
     previous: &BTreeMap<String, Entry>,
     warnings: &mut Vec<String>,
 ) -> (BTreeMap<String, Entry>, BTreeSet<String>) {
+    let host = ctx.host;
     let mut next = BTreeMap::new();
     let mut current = BTreeSet::new();
     let now = std::time::SystemTime::now();
@@ -445,7 +498,9 @@ fn record_catalog(
         for (path, sensitive) in managed_paths(desired) {
             current.insert(path.clone());
             let observed = if settled {
-                match observe_for_record(host, Path::new(&path), previous.get(&path), now) {
+                let vouched = ctx.was_vouched(Path::new(&path));
+                match observe_for_record(host, Path::new(&path), previous.get(&path), now, vouched)
+                {
                     Ok(left) => Some(left),
                     Err(e) => {
                         warnings.push(format!(
@@ -711,7 +766,18 @@ fn observe_for_record(
     path: &Path,
     previous: Option<&Entry>,
     now: std::time::SystemTime,
+    planned_in_place: bool,
 ) -> Result<(Left, Option<Stamp>), host::Error> {
+    // The step's plan found the recorded stamp on the file this run: the recorded
+    // pair of stamp and sum still belong together, whatever happened to the file
+    // since (anything that changed it moved its stamp, so the next run reads it).
+    if planned_in_place
+        && let Some(prev) = previous
+        && prev.stamp.is_some()
+        && matches!(prev.left, Left::File { .. })
+    {
+        return Ok((prev.left.clone(), prev.stamp));
+    }
     let Some(stamp) = host.stamp(path)? else {
         return Ok((observe(host, path)?, None));
     };
@@ -1669,13 +1735,13 @@ mod tests {
 
         // No stamp from the host: the file is read, and no stamp is kept.
         let prev = entry(recorded.clone(), Some(old));
-        let got = observe_for_record(&host, path, Some(&prev), now).unwrap();
+        let got = observe_for_record(&host, path, Some(&prev), now, false).unwrap();
         assert_eq!(got, (actual.clone(), None));
 
         // The same stamp as recorded: the recorded sum stands (the file was not read,
         // or the sum would be the content's).
         host.set_stamp(path, old);
-        let got = observe_for_record(&host, path, Some(&prev), now).unwrap();
+        let got = observe_for_record(&host, path, Some(&prev), now, false).unwrap();
         assert_eq!(got, (recorded.clone(), Some(old)));
 
         // A record without a stamp, or with another one: read, and the old stamp is kept.
@@ -1683,10 +1749,10 @@ mod tests {
             entry(recorded.clone(), None),
             entry(recorded.clone(), Some(stamp(1))),
         ] {
-            let got = observe_for_record(&host, path, Some(&prev), now).unwrap();
+            let got = observe_for_record(&host, path, Some(&prev), now, false).unwrap();
             assert_eq!(got, (actual.clone(), Some(old)));
         }
-        let got = observe_for_record(&host, path, None, now).unwrap();
+        let got = observe_for_record(&host, path, None, now, false).unwrap();
         assert_eq!(got, (actual.clone(), Some(old)));
 
         // A file changed within the margin is read, and its stamp is not kept: it may
@@ -1694,7 +1760,7 @@ mod tests {
         let fresh = stamp(1_000_000 * 1_000_000_000 - 1_000_000);
         host.set_stamp(path, fresh);
         let prev = entry(recorded.clone(), Some(old));
-        let got = observe_for_record(&host, path, Some(&prev), now).unwrap();
+        let got = observe_for_record(&host, path, Some(&prev), now, false).unwrap();
         assert_eq!(got, (actual, None));
     }
 
@@ -1726,6 +1792,41 @@ mod tests {
         // In sync again with the same stamp: the same entry.
         assert_eq!(converge(&host, &keep).exit_code(), 0);
         assert_eq!(managed(&host)["/srv/keep"], first);
+    }
+
+    #[test]
+    fn a_file_plan_trusts_a_vouching_stamp_and_reads_otherwise() {
+        // The fake never moves a stamp by itself: each step below sets the one a real
+        // file would have.
+        let host = FakeHost::new().with_dir("/srv", 0o755);
+        let keep = catalog(&file("keep", "/srv/keep", "kept\\n"));
+        converge(&host, &keep);
+        host.set_stamp("/srv/keep", stamp(1));
+        converge(&host, &keep);
+        assert_eq!(managed(&host)["/srv/keep"].stamp, Some(stamp(1)));
+
+        // Content changed behind the same stamp (which a real file cannot do): the plan
+        // believes the stamp, so it did not read the file.
+        hand_edit(&host, "/srv/keep", "behind the stamp\n");
+        let report = converge(&host, &keep);
+        assert_eq!(report.exit_code(), 0, "{}", text(&report));
+        assert_eq!(host.file("/srv/keep").unwrap().0, b"behind the stamp\n");
+
+        // Another desired content: the sums differ, so the file is read and rewritten.
+        let other = catalog(&file("keep", "/srv/keep", "other\\n"));
+        let report = converge(&host, &other);
+        assert_eq!(report.exit_code(), 2, "{}", text(&report));
+        assert_eq!(host.file("/srv/keep").unwrap().0, b"other\n");
+        host.set_stamp("/srv/keep", stamp(2));
+        assert_eq!(converge(&host, &other).exit_code(), 0);
+        assert_eq!(managed(&host)["/srv/keep"].stamp, Some(stamp(2)));
+
+        // A hand edit moves the stamp: the file is read, and the edit undone.
+        hand_edit(&host, "/srv/keep", "edited\n");
+        host.set_stamp("/srv/keep", stamp(3));
+        let report = converge(&host, &other);
+        assert_eq!(report.exit_code(), 2, "{}", text(&report));
+        assert_eq!(host.file("/srv/keep").unwrap().0, b"other\n");
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl Node {
                 uid,
                 gid,
                 size: content.len() as u64,
+                stamp: None,
             },
             Self::Dir { mode, .. } => Meta {
                 kind: Kind::Dir,
@@ -85,6 +86,7 @@ impl Node {
                 uid,
                 gid,
                 size: 4096,
+                stamp: None,
             },
             Self::Symlink { target, .. } => Meta {
                 kind: Kind::Symlink,
@@ -92,6 +94,7 @@ impl Node {
                 uid,
                 gid,
                 size: target.as_os_str().len() as u64,
+                stamp: None,
             },
         }
     }
@@ -531,7 +534,13 @@ impl Host for FakeHost {
     fn lstat(&self, path: &Path) -> Result<Option<Meta>, Error> {
         let st = self.state();
         st.fault(Op::Lstat, path)?;
-        Ok(st.fs.get(path).map(Node::meta))
+        Ok(st.fs.get(path).map(|node| {
+            let mut meta = node.meta();
+            if meta.kind == Kind::File {
+                meta.stamp = st.stamps.get(path).copied();
+            }
+            meta
+        }))
     }
 
     fn read_file(&self, path: &Path) -> Result<Vec<u8>, Error> {

@@ -75,6 +75,9 @@ pub struct Meta {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// A regular file's [`Stamp`], taken with the rest; `None` for other kinds, and
+    /// when the host cannot tell (see [`Host::stamp`]).
+    pub stamp: Option<Stamp>,
 }
 
 /// What identifies a regular file's content without reading it: inode, size, and the

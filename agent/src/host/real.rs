@@ -110,6 +110,7 @@ impl Host for RealHost {
             uid: meta.uid(),
             gid: meta.gid(),
             size: meta.size(),
+            stamp: (kind == Kind::File).then(|| stamp_of(&meta)),
         }))
     }
 
@@ -289,13 +290,17 @@ fn file_stamp(path: &Path) -> Result<Option<super::Stamp>, Error> {
         }
         Err(e) => return Err(Error::io("inspect", path, e)),
     };
+    Ok(meta.file_type().is_file().then(|| stamp_of(&meta)))
+}
+
+fn stamp_of(meta: &std::fs::Metadata) -> super::Stamp {
     let ns = |secs: i64, nsecs: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
-    Ok(meta.file_type().is_file().then(|| super::Stamp {
+    super::Stamp {
         ino: meta.ino(),
         size: meta.size(),
         mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
         ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-    }))
+    }
 }
 
 /// The facts of this machine.
@@ -733,7 +738,8 @@ mod tests {
                 mode: 0o4755,
                 uid,
                 gid,
-                size: 4
+                size: 4,
+                stamp: meta.stamp,
             },
             "setuid survives because chmod comes after chown"
         );

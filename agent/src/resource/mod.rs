@@ -231,6 +231,9 @@ pub struct Ctx<'a> {
     users: RefCell<HashMap<String, Option<u32>>>,
     groups: RefCell<HashMap<String, Option<u32>>>,
     memo: RefCell<HashMap<&'static str, Rc<dyn Any>>>,
+    /// Files whose content a plan took as in place on the word of their stamp
+    /// (`file.rs`), so rollback's record keeps their entries without looking again.
+    vouched: RefCell<std::collections::HashSet<std::path::PathBuf>>,
 }
 
 impl fmt::Debug for Ctx<'_> {
@@ -259,6 +262,7 @@ impl<'a> Ctx<'a> {
             users: RefCell::default(),
             groups: RefCell::default(),
             memo: RefCell::default(),
+            vouched: RefCell::default(),
         }
     }
 
@@ -280,6 +284,18 @@ impl<'a> Ctx<'a> {
             .borrow_mut()
             .insert(key, Rc::clone(&value) as Rc<dyn Any>);
         Ok(value)
+    }
+
+    /// Notes that a plan took `path`'s content as in place on the word of its stamp.
+    pub(crate) fn note_vouched(&self, path: &std::path::Path) {
+        self.vouched.borrow_mut().insert(path.to_owned());
+    }
+
+    /// Whether a plan of this run took `path`'s content as in place on the word of
+    /// its stamp (see [`Ctx::note_vouched`]).
+    #[must_use]
+    pub fn was_vouched(&self, path: &std::path::Path) -> bool {
+        self.vouched.borrow().contains(path)
     }
 
     /// Drops a memoized observation (see [`Ctx::memo`]).

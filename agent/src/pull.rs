@@ -255,8 +255,7 @@ pub struct Runner {
     pub origin: Origin,
     pub hostname: String,
     mirror: Option<Mirror>,
-    /// How the mirror is brought up to date: the helper beside the agent's executable,
-    /// unless a test says otherwise.
+    /// The helper beside the agent's executable, which fetches into the mirror.
     fetcher: Fetcher,
     /// Secrets kept between cycles (agent.toml `secrets_cache_ttl`), in memory only.
     pub secrets: Arc<secrets::Cache>,
@@ -280,13 +279,6 @@ impl Runner {
             fetcher: Fetcher::beside_agent(),
             secrets: Arc::default(),
         }
-    }
-
-    /// Fetches with `fetcher` instead of the helper beside the executable.
-    #[must_use]
-    pub fn with_fetcher(mut self, fetcher: Fetcher) -> Self {
-        self.fetcher = fetcher;
-        self
     }
 
     fn mirror(&mut self) -> Result<&Mirror, git::Error> {

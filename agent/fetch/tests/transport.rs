@@ -4,7 +4,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ fn remote(url: &str) -> Remote {
 
 /// The helper as cargo built it for these tests, run the way the agent runs it.
 fn helper() -> Fetcher {
-    Fetcher::Helper(PathBuf::from(env!("CARGO_BIN_EXE_infra-agent-fetch")))
+    Fetcher::at(env!("CARGO_BIN_EXE_infra-agent-fetch"))
 }
 
 /// A TCP server that accepts connections and never says a word, until `release`.

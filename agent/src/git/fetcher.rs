@@ -25,17 +25,21 @@ use crate::process::{self, Cmd};
 /// The helper's file name; it lives in the directory of the agent's executable.
 pub const HELPER: &str = "infra-agent-fetch";
 
-/// How the mirror is brought up to date.
+/// The helper the agent brings its mirror up to date through.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fetcher {
-    /// This process's libgit2 talks to the server: the helper itself does, and so may
-    /// a program built with git2's `ssh` and `https` features (tests).
-    InProcess,
-    /// The helper at this path does.
-    Helper(PathBuf),
+pub struct Fetcher {
+    helper: PathBuf,
 }
 
 impl Fetcher {
+    /// The helper at `helper`.
+    #[must_use]
+    pub fn at(helper: impl Into<PathBuf>) -> Fetcher {
+        Fetcher {
+            helper: helper.into(),
+        }
+    }
+
     /// The helper in the directory of this process's executable: how the agent
     /// fetches. `/usr/bin/infra-agent` runs `/usr/bin/infra-agent-fetch`.
     #[must_use]
@@ -44,16 +48,19 @@ impl Fetcher {
             .ok()
             .and_then(|exe| exe.parent().map(Path::to_owned))
             .unwrap_or_default();
-        Fetcher::Helper(dir.join(HELPER))
+        Fetcher::at(dir.join(HELPER))
     }
 
-    /// Makes sure the mirror holds the tip of `remote.branch`, and returns the tip
-    /// (see [`Mirror::update`]).
+    /// The helper's path.
+    #[must_use]
+    pub fn helper(&self) -> &Path {
+        &self.helper
+    }
+
+    /// Has the helper make sure the mirror holds the tip of `remote.branch`, and
+    /// returns the tip (what [`Mirror::update`] does in process).
     pub fn update(&self, mirror: &Mirror, remote: &Remote) -> Result<String, Error> {
-        match self {
-            Fetcher::InProcess => mirror.update(remote),
-            Fetcher::Helper(helper) => ask(helper, mirror, remote),
-        }
+        ask(&self.helper, mirror, remote)
     }
 }
 
@@ -333,7 +340,7 @@ mod tests {
             known_hosts: None,
             token_file: None,
         };
-        let err = Fetcher::Helper(helper.clone())
+        let err = Fetcher::at(helper.clone())
             .update(&mirror, &remote)
             .unwrap_err();
         let text = err.to_string();
@@ -356,7 +363,7 @@ mod tests {
             known_hosts: None,
             token_file: None,
         };
-        let err = Fetcher::Helper(helper)
+        let err = Fetcher::at(helper)
             .update(&mirror, &remote)
             .unwrap_err()
             .to_string();
@@ -383,7 +390,7 @@ mod tests {
                 known_hosts: None,
                 token_file: None,
             };
-            Fetcher::Helper(helper.clone())
+            Fetcher::at(helper.clone())
                 .update(&mirror, &remote)
                 .unwrap_err()
                 .to_string()
@@ -411,9 +418,8 @@ mod tests {
 
     #[test]
     fn the_helper_is_looked_for_beside_the_running_executable() {
-        let Fetcher::Helper(path) = Fetcher::beside_agent() else {
-            panic!("the agent fetches through its helper")
-        };
+        let fetcher = Fetcher::beside_agent();
+        let path = fetcher.helper();
         let exe = std::env::current_exe().unwrap();
         assert_eq!(path.parent(), exe.parent());
         assert_eq!(path.file_name().unwrap(), HELPER);

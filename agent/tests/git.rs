@@ -55,13 +55,7 @@ fn commit(dir: &Path, file: &str, content: &str, message: &str) -> String {
 }
 
 fn remote(url: &str) -> Remote {
-    Remote {
-        url: url.to_owned(),
-        branch: "main".to_owned(),
-        deploy_key: None,
-        known_hosts: None,
-        token_file: None,
-    }
+    Remote::new(url, "main")
 }
 
 fn file_url(dir: &Path) -> String {

@@ -11,13 +11,7 @@ use std::time::{Duration, Instant};
 use infra_agent::git::{Error, Fetcher, Mirror, Remote};
 
 fn remote(url: &str) -> Remote {
-    Remote {
-        url: url.to_owned(),
-        branch: "main".to_owned(),
-        deploy_key: None,
-        known_hosts: None,
-        token_file: None,
-    }
+    Remote::new(url, "main")
 }
 
 /// The helper as cargo built it for these tests, run the way the agent runs it.
@@ -139,18 +133,29 @@ fn a_silent_ssh_server_fails_within_the_deadline_and_is_not_retried_while_hangin
 
 #[test]
 fn a_silent_http_server_fails_within_the_deadline() {
-    let tmp = tempfile::tempdir().unwrap();
+    unreachable_through_the_helper("http");
+}
+
+/// A silent server at `scheme://127.0.0.1:PORT/` is unreachable through the helper,
+/// within its 1 s deadline.
+fn unreachable_through_the_helper(scheme: &str) {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
     let mirror = quick_mirror(&tmp.path().join("repo.git"));
     let server = Silent::start();
-    let remote = remote(&format!("http://127.0.0.1:{}/state.git", server.port));
+    let remote = remote(&format!("{scheme}://127.0.0.1:{}/state.git", server.port));
     let started = Instant::now();
-    let err = helper().update(&mirror, &remote).unwrap_err();
+    let err = helper()
+        .update(&mirror, &remote)
+        .expect_err("a silent server cannot answer");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
-    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Unreachable { .. }),
+        "{scheme}: {err:?}"
+    );
     server.release();
 }
 
@@ -239,13 +244,7 @@ fn through_the_helper_a_hung_attempt_ends_with_its_process() {
 fn the_helper_has_https() {
     // A silent server on https:// is unreachable, not an unsupported protocol: TLS is
     // built into the helper, as ssh is in the test above.
-    let tmp = tempfile::tempdir().unwrap();
-    let mirror = quick_mirror(&tmp.path().join("repo.git"));
-    let server = Silent::start();
-    let remote = remote(&format!("https://127.0.0.1:{}/state.git", server.port));
-    let err = helper().update(&mirror, &remote).unwrap_err();
-    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
-    server.release();
+    unreachable_through_the_helper("https");
 }
 
 #[test]

@@ -232,21 +232,28 @@ mod tests {
         (dir, String::from_utf8_lossy(&head.stdout).trim().to_owned())
     }
 
-    fn request(mirror: &Path, url: String, branch: &str) -> Vec<u8> {
+    fn request(mirror: &Path, url: &str, branch: &str) -> Vec<u8> {
         serde_json::to_vec(&Request {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             mirror: mirror.to_owned(),
             remote: Remote {
-                url,
                 branch: branch.to_owned(),
-                deploy_key: None,
-                known_hosts: None,
-                token_file: None,
+                ..remote(url)
             },
             connect_ms: 5000,
             stall_ms: 5000,
         })
         .unwrap()
+    }
+
+    fn remote(url: &str) -> Remote {
+        Remote::new(url, "main")
+    }
+
+    /// Writes an executable shell script standing in for the helper.
+    fn write_script(path: &Path, text: &str) {
+        fs_err::write(path, text).unwrap();
+        fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     fn serve_bytes(input: &[u8]) -> Result<Answer, String> {
@@ -261,7 +268,7 @@ mod tests {
         let (origin, head) = origin(root.path());
         let mirror = root.path().join("state/repo.git");
         let url = format!("file://{}", origin.display());
-        let answer = serve_bytes(&request(&mirror, url, "main")).unwrap();
+        let answer = serve_bytes(&request(&mirror, &url, "main")).unwrap();
         let Answer::Tip(tip) = answer else {
             panic!("{answer:?}")
         };
@@ -275,18 +282,15 @@ mod tests {
         let (origin, _) = origin(root.path());
         let mirror = root.path().join("repo.git");
         let url = format!("file://{}", origin.display());
-        let answer = serve_bytes(&request(&mirror, url.clone(), "prod")).unwrap();
+        let answer = serve_bytes(&request(&mirror, &url, "prod")).unwrap();
         let Answer::Failed(e) = answer else {
             panic!("{answer:?}")
         };
         let in_process = Mirror::open(&mirror)
             .unwrap()
             .update(&Remote {
-                url,
                 branch: "prod".to_owned(),
-                deploy_key: None,
-                known_hosts: None,
-                token_file: None,
+                ..remote(&url)
             })
             .unwrap_err();
         assert!(matches!(e, Error::BranchMissing { .. }), "{e:?}");
@@ -313,7 +317,7 @@ mod tests {
     #[test]
     fn a_request_from_another_version_or_not_json_is_refused() {
         let root = tempfile::tempdir().unwrap();
-        let mut text = request(&root.path().join("m"), "file:///x".to_owned(), "main");
+        let mut text = request(&root.path().join("m"), "file:///x", "main");
         let old = String::from_utf8(text.clone())
             .unwrap()
             .replace(env!("CARGO_PKG_VERSION"), "0.0.0-old");
@@ -333,13 +337,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mirror = Mirror::open(&root.path().join("repo.git")).unwrap();
         let helper = root.path().join(HELPER);
-        let remote = Remote {
-            url: "ssh://git@example.com/state.git".to_owned(),
-            branch: "main".to_owned(),
-            deploy_key: None,
-            known_hosts: None,
-            token_file: None,
-        };
+        let remote = remote("ssh://git@example.com/state.git");
         let err = Fetcher::at(helper.clone())
             .update(&mirror, &remote)
             .unwrap_err();
@@ -354,15 +352,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mirror = Mirror::open(&root.path().join("repo.git")).unwrap();
         let helper = root.path().join(HELPER);
-        fs_err::write(&helper, "#!/bin/sh\necho 'segfault, say' >&2\nexit 139\n").unwrap();
-        fs_err::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let remote = Remote {
-            url: "ssh://git@example.com/state.git".to_owned(),
-            branch: "main".to_owned(),
-            deploy_key: None,
-            known_hosts: None,
-            token_file: None,
-        };
+        write_script(&helper, "#!/bin/sh\necho 'segfault, say' >&2\nexit 139\n");
+        let remote = remote("ssh://git@example.com/state.git");
         let err = Fetcher::at(helper)
             .update(&mirror, &remote)
             .unwrap_err()
@@ -376,22 +367,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mirror = Mirror::open(&root.path().join("repo.git")).unwrap();
         let helper = root.path().join(HELPER);
-        fs_err::write(
+        write_script(
             &helper,
             "#!/bin/sh\necho \"bundle=${SSL_CERT_FILE-unset}\" >&2\nexit 3\n",
-        )
-        .unwrap();
-        fs_err::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let said = |url: &str| {
-            let remote = Remote {
-                url: url.to_owned(),
-                branch: "main".to_owned(),
-                deploy_key: None,
-                known_hosts: None,
-                token_file: None,
-            };
             Fetcher::at(helper.clone())
-                .update(&mirror, &remote)
+                .update(&mirror, &remote(url))
                 .unwrap_err()
                 .to_string()
         };

@@ -43,6 +43,18 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// The branch `branch` at `url`, with no credentials (a local or public remote).
+    #[must_use]
+    pub fn new(url: &str, branch: &str) -> Remote {
+        Remote {
+            url: url.to_owned(),
+            branch: branch.to_owned(),
+            deploy_key: None,
+            known_hosts: None,
+            token_file: None,
+        }
+    }
+
     /// The remote at `url`, with agent.toml's branch and credentials.
     #[must_use]
     pub fn from_config(url: &str, config: &AgentConfig) -> Remote {

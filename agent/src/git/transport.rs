@@ -514,13 +514,7 @@ mod tests {
     const KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIErr2UwRbPQMmFRY8Xrauh0PgwduK0MPncBfJyHeNWLQ";
 
     fn remote(url: &str) -> Remote {
-        Remote {
-            url: url.to_owned(),
-            branch: "main".to_owned(),
-            deploy_key: None,
-            known_hosts: None,
-            token_file: None,
-        }
+        Remote::new(url, "main")
     }
 
     fn with_session<R>(remote: &Remote, f: impl FnOnce(&Session<'_>) -> R) -> R {

@@ -27,10 +27,11 @@
 #      cycle 1) / (CYCLES - 1)), VmRSS after cycles 1, 10, 50 and 100 (of CYCLES), the
 #      growth from cycle 10 to the last, and the largest mappings at the end;
 #   5. for reference, REF_CYCLES cycles of two more daemons: one with a plain directory
-#      as its repository (no libgit2, no OpenSSL initialisation), one on the same
-#      file:// remote with SSL_CERT_FILE set to an empty file (an experiment: OpenSSL
-#      then loads no CA bundle when libgit2 starts; never do this on a host that pulls
-#      over https).
+#      as its repository (no libgit2), one on the same file:// remote with
+#      SSL_CERT_FILE set to an empty file (OpenSSL then loads no CA bundle when the
+#      fetch helper's libgit2 starts). Since a0a22ad the agent runs its helper that way
+#      for every SSH and local remote, so the two file:// daemons should measure the
+#      same; a gap between them means the helper parses the bundle again.
 # The daemons are stopped and the temporary directory removed on exit (trap).
 #
 # Environment (all optional):
@@ -215,7 +216,7 @@ if ((REF_CYCLES > 0)); then
     for name in dir noca; do
         case $name in
         dir) what="--repo DIR (a plain directory: no libgit2)" ;;
-        noca) what="file://, SSL_CERT_FILE=empty file (experiment)" ;;
+        noca) what="file://, SSL_CERT_FILE=empty file (the default)" ;;
         esac
         awk -F'\t' 'NR > 2 { print $3 }' "$WORK/$name.tsv" >"$WORK/$name.dur"
         refs+=("$(printf '  %-48s VmRSS %5s MB after cycle %d (Pss %s MB); CPU %5s ms/cycle; duration_ms median %s' \

@@ -122,6 +122,11 @@ fn the_package_installs_starts_with_a_config_and_removes_cleanly() {
         stat(&host, "/usr/bin/infra-agent"),
         "regular file 755 root:root"
     );
+    // The fetch helper the agent runs to pull from a URL, beside it.
+    assert_eq!(
+        stat(&host, "/usr/bin/infra-agent-fetch"),
+        "regular file 755 root:root"
+    );
     assert_eq!(
         stat(&host, "/lib/systemd/system/infra-agent.service"),
         "regular file 644 root:root"
@@ -245,6 +250,7 @@ fn the_package_installs_starts_with_a_config_and_removes_cleanly() {
         matches!(is_active(&host).as_str(), "inactive" | "unknown")
     });
     assert!(!exists(&host, "/usr/bin/infra-agent"));
+    assert!(!exists(&host, "/usr/bin/infra-agent-fetch"));
     assert!(!exists(&host, "/lib/systemd/system/infra-agent.service"));
     assert!(!exists(
         &host,

@@ -778,8 +778,10 @@ fn observe_for_record(
     {
         return Ok((prev.left.clone(), prev.stamp));
     }
-    let Some(stamp) = host.stamp(path)? else {
-        return Ok((observe(host, path)?, None));
+    // One lstat: its stamp is taken before the read below.
+    let meta = host.lstat(path)?;
+    let Some(stamp) = meta.and_then(|m| m.stamp) else {
+        return Ok((observe_meta(host, path, meta)?, None));
     };
     if let Some(prev) = previous
         && prev.stamp == Some(stamp)
@@ -789,14 +791,23 @@ fn observe_for_record(
     }
     // The stamp is taken before the read: a write in between moves the change time
     // past it, and the next run reads the file again.
-    let left = observe(host, path)?;
+    let left = observe_meta(host, path, meta)?;
     let vouches = matches!(left, Left::File { .. }) && stamp.changed_before(now, STAMP_MARGIN);
     Ok((left, vouches.then_some(stamp)))
 }
 
 /// A path's current state, in the terms of the record.
 fn observe(host: &dyn Host, path: &Path) -> Result<Left, host::Error> {
-    Ok(match host.lstat(path)? {
+    observe_meta(host, path, host.lstat(path)?)
+}
+
+/// A path's current state, given its `lstat`.
+fn observe_meta(
+    host: &dyn Host,
+    path: &Path,
+    meta: Option<crate::host::Meta>,
+) -> Result<Left, host::Error> {
+    Ok(match meta {
         None => Left::Absent,
         Some(meta) => match meta.kind {
             Kind::File => Left::File {
@@ -1829,12 +1840,22 @@ mod tests {
         assert_eq!(host.file("/srv/keep").unwrap().0, b"other\n");
     }
 
+    /// A host's stamps, as `lstat` reports them.
+    struct Stamps<'a>(&'a dyn Host);
+
+    impl Stamps<'_> {
+        fn stamp(&self, path: &Path) -> Result<Option<Stamp>, host::Error> {
+            Ok(self.0.lstat(path)?.and_then(|m| m.stamp))
+        }
+    }
+
     #[test]
     fn a_real_files_stamp_moves_when_it_is_replaced_or_grows() {
         use crate::host::RealHost;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let host = RealHost::new();
+        let real = RealHost::new();
+        let host = Stamps(&real);
         assert_eq!(host.stamp(&path).unwrap(), None, "absent");
         std::fs::write(&path, "one\n").unwrap();
         let first = host

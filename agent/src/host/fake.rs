@@ -397,7 +397,7 @@ impl FakeHost {
         };
     }
 
-    /// Gives the file at `path` a [`super::Stamp`], which [`Host::stamp`] reports while
+    /// Gives the file at `path` a [`super::Stamp`], which [`Host::lstat`] reports while
     /// the path is a file; the fake never changes it by itself, so a test can play a
     /// file whose content changed behind an equal stamp.
     pub fn set_stamp(&self, path: impl AsRef<Path>, stamp: super::Stamp) {
@@ -571,15 +571,6 @@ impl Host for FakeHost {
                 .copied()
                 .unwrap_or(std::time::UNIX_EPOCH)
         }))
-    }
-
-    fn stamp(&self, path: &Path) -> Result<Option<super::Stamp>, Error> {
-        let st = self.state();
-        st.fault(Op::Lstat, path)?;
-        Ok(match st.fs.get(path) {
-            Some(Node::File { .. }) => st.stamps.get(path).copied(),
-            _ => None,
-        })
     }
 
     fn read_link(&self, path: &Path) -> Result<PathBuf, Error> {

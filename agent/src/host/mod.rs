@@ -76,7 +76,7 @@ pub struct Meta {
     pub gid: u32,
     pub size: u64,
     /// A regular file's [`Stamp`], taken with the rest; `None` for other kinds, and
-    /// when the host cannot tell (see [`Host::stamp`]).
+    /// when the host cannot tell (callers then read the file).
     pub stamp: Option<Stamp>,
 }
 
@@ -124,13 +124,6 @@ pub trait Host {
             "cannot read the modification time of {}: not supported by this host",
             path.display()
         )))
-    }
-    /// The [`Stamp`] of a regular file (not following a final symbolic link); `None`
-    /// when the path is absent or not a regular file, or when this host cannot tell
-    /// (the default): callers then read the file.
-    fn stamp(&self, path: &Path) -> Result<Option<Stamp>, Error> {
-        let _ = path;
-        Ok(None)
     }
     /// Target of a symbolic link.
     fn read_link(&self, path: &Path) -> Result<PathBuf, Error>;

@@ -131,10 +131,6 @@ impl Host for RealHost {
         }
     }
 
-    fn stamp(&self, path: &Path) -> Result<Option<super::Stamp>, Error> {
-        file_stamp(path)
-    }
-
     fn read_link(&self, path: &Path) -> Result<PathBuf, Error> {
         std::fs::read_link(path).map_err(|e| Error::io("read link", path, e))
     }

@@ -255,8 +255,6 @@ pub struct Runner {
     pub origin: Origin,
     pub hostname: String,
     mirror: Option<Mirror>,
-    /// The helper beside the agent's executable, which fetches into the mirror.
-    fetcher: Fetcher,
     /// Secrets kept between cycles (agent.toml `secrets_cache_ttl`), in memory only.
     pub secrets: Arc<secrets::Cache>,
 }
@@ -276,7 +274,6 @@ impl Runner {
             origin,
             hostname,
             mirror: None,
-            fetcher: Fetcher::beside_agent(),
             secrets: Arc::default(),
         }
     }
@@ -454,11 +451,11 @@ impl Runner {
         rejected: &mut bool,
     ) -> Result<Target, String> {
         let allowed_signers = self.config.allowed_signers.clone();
-        let fetcher = self.fetcher.clone();
         let mirror = self.mirror().map_err(|e| e.to_string())?;
         let applied = status.applied.clone();
         let tip = if options.fetch {
-            match fetcher.update(mirror, remote) {
+            // Looked up here, not per runner: a run that does not fetch needs no helper.
+            match Fetcher::beside_agent().update(mirror, remote) {
                 Ok(tip) => {
                     status.record_fetch_success();
                     Some(tip)

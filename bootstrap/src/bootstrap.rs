@@ -1,15 +1,14 @@
 //! The bootstrap itself: the phases in order, each printed as one line with its
 //! duration, and the summary.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::io::BufRead as _;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use infra_agent::resource::download::sha256_hex;
 use russh::keys::PublicKey;
-use sha2::{Digest as _, Sha256};
 
 use crate::cli::Args;
 use crate::failure::{Failure, fail};
@@ -74,15 +73,6 @@ async fn phase<T>(
             Err(e)
         }
     }
-}
-
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
 }
 
 /// Reads a file on this machine, or, for an `op://` reference, the secret it names

@@ -141,7 +141,7 @@ mod tests {
     use infra_agent::process::{Cmd, CmdOutput, run};
 
     use super::*;
-    use crate::bootstrap::sha256_hex as sha256;
+    use infra_agent::resource::download::sha256_hex as sha256;
 
     /// [`INSTALL`] on an upload directory `dir`, with the two checksums.
     fn install(dir: &Path, agent_sha: &str, fetch_sha: &str) -> CmdOutput {
